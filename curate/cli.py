@@ -1,0 +1,111 @@
+"""`curate` command line: run, validate, inspect, operators."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from curate.config import load_config
+
+    cfg = load_config(args.config)
+    print(f"{args.config}: ok — {len(cfg.steps)} steps: " + " -> ".join(s.label for s in cfg.steps))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from curate.config import load_config
+    from curate.runner import run_pipeline
+    from curate.stats import format_table
+
+    cfg = load_config(args.config)  # fails before any output exists
+    out = args.output or cfg.output.path
+    stats = run_pipeline(cfg, out, address=args.address, limit=args.limit, overwrite=args.overwrite,
+                         progress=not args.quiet)
+    print()
+    print(format_table(stats))
+    root = Path(out).resolve() if "://" not in out else out
+    print(f"\noutput:    {root}/documents/ (Dolma documents), {root}/attributes/ (scores)")
+    print(f"stats:     {root}/stats.json (live during the run), {root}/stats/docs/*.parquet (per document)")
+    print(f"dashboard: the web dashboard is not built yet; until then `curate inspect {out}` prints these stats")
+    return 0 if stats["totals"]["balanced"] else 3
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import io
+
+    import zstandard
+
+    from curate.stats import format_table
+
+    root = Path(args.output)
+    stats_path = root / "stats.json"
+    if not stats_path.exists():
+        print(f"{stats_path}: not found (is {root} a curate output?)", file=sys.stderr)
+        return 2
+    stats = json.loads(stats_path.read_text())
+    print(f"status: {stats['status']}, elapsed {stats['elapsed_s']} s, updated {stats['updated']}")
+    print(format_table(stats))
+    docs = sorted((root / "documents").rglob("*.jsonl.*")) if (root / "documents").exists() else []
+    shown = 0
+    for path in docs:
+        raw = path.read_bytes()
+        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read() if path.suffix == ".zst" \
+            else __import__("gzip").decompress(raw)
+        for line in data.decode("utf-8").splitlines():
+            if shown >= args.samples:
+                break
+            d = json.loads(line)
+            snippet = " ".join(d["text"].split())[:240]
+            print(f"\n--- {d['id']}  ({d['metadata'].get('url', d['metadata'].get('input_file', ''))})\n{snippet}")
+            shown += 1
+        if shown >= args.samples:
+            break
+    return 0
+
+
+def _cmd_operators(args: argparse.Namespace) -> int:
+    from curate.config import describe_operators
+
+    print(json.dumps(describe_operators(), indent=1, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="curate", description="Data curation for LLM pretraining on Ray.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run a pipeline")
+    p.add_argument("config")
+    p.add_argument("-o", "--output", help="output root (overrides output.path)")
+    p.add_argument("--address", help="Ray cluster address (ray://head:10001); default: a local Ray")
+    p.add_argument("--limit", type=int, help="process only the first N documents (in file order)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("validate", help="check a pipeline config without running it")
+    p.add_argument("config")
+    p.set_defaults(fn=_cmd_validate)
+    p = sub.add_parser("inspect", help="print a run's stats and sample documents")
+    p.add_argument("output")
+    p.add_argument("-n", "--samples", type=int, default=3)
+    p.set_defaults(fn=_cmd_inspect)
+    p = sub.add_parser("operators", help="list operators and their parameters (JSON)")
+    p.set_defaults(fn=_cmd_operators)
+    args = parser.parse_args(argv)
+    from curate.config import ConfigError
+
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""pipeline.yaml: load, validate against each operator's own parameters, and report errors by key path.
+
+Everything is checked before any work starts (and before an output directory exists): unknown top-level keys,
+unknown operators, unknown or mistyped step parameters, and filter expressions naming attribute columns that no
+earlier step makes. Nothing in the config is imported by string: step names resolve through the registry only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curate.operator import Operator, Params, Resources, registry
+
+
+class ConfigError(ValueError):
+    """A config problem, with every message prefixed by its key path (``steps[2].timeout_s: ...``)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid pipeline config:\n  " + "\n  ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    paths: list[str] = Field(description="Files, directories or globs; local paths or fsspec URLs (s3://, gs://).")
+    format: Literal["auto", "warc", "jsonl", "parquet"] = Field(
+        "auto", description="auto: by extension (.warc/.arc/.wet[.gz], .jsonl/.json[.gz|.zst], .parquet)."
+    )
+    source: str = Field("web", description="Dolma `source` of the documents (the output subdirectory too).")
+    max_record_bytes: int = Field(
+        10_000_000, gt=0, description="Payloads larger than this are dropped as `too_large` without being read."
+    )
+    docs_per_block: int = Field(
+        256, gt=0, description="Documents per Ray block: the unit of parallelism and of output part files."
+    )
+
+
+class OutputSpec(_Strict):
+    path: str = Field("out", description="Output root (local or fsspec URL); `curate run -o` overrides it.")
+    compression: Literal["zstd", "gzip"] = Field("zstd", description="Compression of document/attribute files.")
+    added: str | None = Field(
+        None, description="Dolma `added` timestamp written on every document; none if unset (keeps reruns identical)."
+    )
+    write_doc_stats: bool = Field(True, description="Write the per-document stats parquet (OUT/stats/docs/).")
+
+
+class RaySpec(_Strict):
+    address: str | None = Field(None, description="Ray cluster address (ray://host:10001 or auto); default: local.")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; default: all cores.")
+    include_dashboard: bool = Field(False, description="Start Ray's own dashboard for a local run.")
+
+
+class StepSpec(BaseModel):
+    """One validated step: its operator class, parameters, and scheduling resources."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    name: str  # the operator name (== pipeline.yaml `name`)
+    label: str  # unique within the pipeline: name, or name#2 for a second use
+    op: type[Operator]
+    params: Params
+    resources: Resources
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    input: InputSpec
+    output: OutputSpec
+    ray: RaySpec
+    steps: list[StepSpec]
+    path: str | None = None
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problems(err: ValidationError, prefix: str) -> list[str]:
+    msgs = []
+    for e in err.errors():
+        path = _loc(e["loc"])
+        full = f"{prefix}.{path}" if prefix and path else (prefix or path)
+        msgs.append(f"{full}: {e['msg']}")
+    return msgs
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError([f"{p}: no such file"])
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{p}: not valid YAML: {e}"]) from None
+    return parse_config(raw, str(p))
+
+
+def parse_config(raw: Any, path: str | None = None) -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): expected a mapping with input, output, steps"])
+    problems: list[str] = []
+    known = {"input", "output", "ray", "steps"}
+    for key in raw:
+        if key not in known:
+            problems.append(f"{key}: unknown key (expected one of {sorted(known)})")
+
+    def section(key: str, model: type[BaseModel], required: bool) -> Any:
+        if key not in raw:
+            if required:
+                problems.append(f"{key}: missing")
+                return None
+            return model()
+        try:
+            return model.model_validate(raw[key] if raw[key] is not None else {})
+        except ValidationError as e:
+            problems.extend(_problems(e, key))
+            return None
+
+    input_spec = section("input", InputSpec, True)
+    output_spec = section("output", OutputSpec, False)
+    ray_spec = section("ray", RaySpec, False)
+
+    steps_raw = raw.get("steps")
+    steps: list[StepSpec] = []
+    if not isinstance(steps_raw, list) or not steps_raw:
+        problems.append("steps: expected a non-empty list of {name: <operator>, ...params}")
+        steps_raw = []
+    ops = registry()
+    seen: dict[str, int] = {}
+    # Columns available to each step: what earlier steps declare they make.
+    available: dict[str, pa.DataType] = {}
+    for i, step in enumerate(steps_raw):
+        where = f"steps[{i}]"
+        if not isinstance(step, dict) or "name" not in step:
+            problems.append(f"{where}: expected a mapping with a `name`")
+            continue
+        name = step["name"]
+        if name not in ops:
+            problems.append(f"{where}.name: unknown operator {name!r} (known: {', '.join(sorted(ops))})")
+            continue
+        op = ops[name]
+        body = {k: v for k, v in step.items() if k not in ("name", "resources")}
+        try:
+            params = op.Params.model_validate(body)
+        except ValidationError as e:
+            problems.extend(_problems(e, where))
+            continue
+        try:
+            resources = Resources.model_validate(step.get("resources") or {})
+        except ValidationError as e:
+            problems.extend(_problems(e, f"{where}.resources"))
+            continue
+        try:
+            op.check(params, dict(available))
+        except ValueError as e:
+            problems.append(f"{where}: {e}")
+            continue
+        seen[name] = seen.get(name, 0) + 1
+        label = name if seen[name] == 1 else f"{name}#{seen[name]}"
+        steps.append(StepSpec(name=name, label=label, op=op, params=params, resources=resources))
+        available.update(op.outputs)
+
+    if problems:
+        raise ConfigError(problems)
+    return PipelineConfig(input=input_spec, output=output_spec, ray=ray_spec, steps=steps, path=path)
+
+
+def describe_operators() -> dict[str, dict[str, Any]]:
+    """Every operator's parameters with types, defaults and descriptions (for `curate operators` and docs)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, op in sorted(registry().items()):
+        fields = {}
+        for fname, f in op.Params.model_fields.items():
+            fields[fname] = {
+                "type": getattr(f.annotation, "__name__", str(f.annotation)),
+                "default": None if f.is_required() else f.default,
+                "description": f.description or "",
+            }
+        out[name] = {"doc": (op.__doc__ or "").strip().splitlines()[0] if op.__doc__ else "", "params": fields,
+                     "outputs": {k: str(v) for k, v in op.outputs.items()}, "compute": op.default_compute}
+    return out

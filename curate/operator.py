@@ -1,0 +1,171 @@
+"""The one operator contract every stage implements, and the registry that maps pipeline.yaml names to classes.
+
+Two kinds of operator exist, because some work is per document and some is over the whole corpus:
+
+* ``BatchOperator``: ``setup()`` once per worker process (load a model), then ``process(table) -> table`` on a
+  batch of *live* rows. It returns the same rows in the same order with new attribute columns, and may mark
+  rows as dropped or failed with :func:`mark`. It never deletes rows: the runner turns marked rows into
+  tombstones and counts them. Extra rows after the input rows are new documents (e.g. synthetic rephrasings).
+* ``DatasetOperator``: ``apply(ds, ctx) -> ds`` over a whole ``ray.data.Dataset`` (dedup, global thresholds,
+  sharding), for steps that need to see every document before deciding.
+
+A step's name in pipeline.yaml is the operator's ``name``; its keys are the fields of its ``Params`` model
+(pydantic, ``extra="forbid"``), so a typo fails validation with the key path before any work starts. The
+attribute columns an operator makes are declared in ``outputs`` so filter expressions can be checked then too.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from curate import schema
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray.data
+
+
+class Params(BaseModel):
+    """Base of every operator's parameters. Unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(BaseModel):
+    """How the runner schedules a step. Every operator accepts these keys in pipeline.yaml under ``resources``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per task or actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per actor (model-bound steps on clusters).")
+    concurrency: int | None = Field(
+        None, ge=1, description="Actors in the pool (actor steps) or max parallel tasks; default: Ray decides."
+    )
+    compute: Literal["tasks", "actors"] | None = Field(
+        None, description="Override the operator's default: tasks fuse with neighbours, actors keep a model warm."
+    )
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a dataset operator may need from the run: where output goes and the stats sink."""
+
+    out_dir: str
+    stats_actor: Any
+    step_name: str
+
+
+class Operator(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+    # Attribute columns this operator adds (full names ``<name>__<key>``) and their Arrow types.
+    outputs: ClassVar[dict[str, pa.DataType]] = {}
+    # "tasks": stateless or cheap state, fused with neighbouring steps into one Ray task per block.
+    # "actors": expensive model, kept warm in an actor pool.
+    default_compute: ClassVar[Literal["tasks", "actors"]] = "tasks"
+
+    def __init__(self, params: Params, step_name: str | None = None):
+        self.params = params
+        self.step_name = step_name or self.name
+
+    @classmethod
+    def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
+        """Validate against the columns earlier steps make (raise ValueError). Default: nothing to check."""
+
+
+class BatchOperator(Operator):
+    def setup(self) -> None:
+        """Load models or compile patterns. Called once per worker process (task) or actor, never per batch."""
+
+    @abstractmethod
+    def process(self, table: pa.Table) -> pa.Table:
+        """Return ``table`` with this step's attribute columns added; mark rows instead of deleting them."""
+
+    def teardown(self) -> None:
+        """Release child processes or handles; called when the worker is torn down (best effort)."""
+
+
+class DatasetOperator(Operator):
+    @abstractmethod
+    def apply(self, ds: "ray.data.Dataset", ctx: RunContext) -> "ray.data.Dataset":
+        """Transform the whole dataset (live rows and tombstones alike; keep tombstones untouched)."""
+
+
+_REGISTRY: dict[str, type[Operator]] = {}
+
+
+def register(cls: type[Operator]) -> type[Operator]:
+    """Class decorator: make an operator available to pipeline.yaml under ``cls.name``."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__qualname__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"operator name {cls.name!r} registered twice")
+    for col in cls.outputs:
+        if not col.startswith(cls.name + "__"):
+            raise TypeError(f"{cls.name}: output column {col!r} must start with '{cls.name}__'")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Operator]]:
+    """All registered operators. Importing the ``operators`` and ``scorers`` packages registers them."""
+    import operators  # noqa: F401  (registration side effect)
+    import scorers  # noqa: F401
+
+    return dict(_REGISTRY)
+
+
+def mark(
+    table: pa.Table,
+    mask: np.ndarray | pa.Array | list[bool],
+    fate: str,
+    reasons: str | list[str | None] | np.ndarray,
+    details: list[str | None] | None = None,
+) -> pa.Table:
+    """Mark the rows where ``mask`` is true as dropped or failed, keeping any earlier mark on a row.
+
+    ``reasons`` is one reason for all marked rows or one per row. The runner records the step name and turns
+    marked rows into tombstones.
+    """
+    if fate not in (schema.DROP, schema.ERROR):
+        raise ValueError(f"fate must be {schema.DROP!r} or {schema.ERROR!r}")
+    n = table.num_rows
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != (n,):
+        raise ValueError(f"mask has shape {m.shape}, table has {n} rows")
+    if not m.any():
+        return table
+    old_fate = _column_or_nulls(table, schema.FATE)
+    old_reason = _column_or_nulls(table, schema.REASON)
+    old_detail = _column_or_nulls(table, schema.DETAIL)
+    reason_list = [reasons] * n if isinstance(reasons, str) else list(reasons)
+    detail_list = details if details is not None else [None] * n
+    fates, rs, ds = old_fate.to_pylist(), old_reason.to_pylist(), old_detail.to_pylist()
+    for i in np.flatnonzero(m):
+        if fates[i] is None:
+            fates[i], rs[i], ds[i] = fate, reason_list[i], detail_list[i]
+    table = _set(table, schema.FATE, pa.array(fates, pa.string()))
+    table = _set(table, schema.REASON, pa.array(rs, pa.string()))
+    return _set(table, schema.DETAIL, pa.array(ds, pa.string()))
+
+
+def _column_or_nulls(table: pa.Table, name: str) -> pa.ChunkedArray | pa.Array:
+    if name in table.column_names:
+        return table.column(name)
+    return pa.nulls(table.num_rows, pa.string())
+
+
+def _set(table: pa.Table, name: str, col: pa.Array) -> pa.Table:
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, col)
+    return table.append_column(name, col)
+
+
+def set_column(table: pa.Table, name: str, col: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """Add or replace a column (operators use this to write attributes)."""
+    return _set(table, name, col)

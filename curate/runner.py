@@ -1,0 +1,256 @@
+"""Build a Ray Data plan from a validated pipeline and run it to Dolma output.
+
+The runner, not the operators, owns the cross-cutting work: it hands each operator only the live rows, turns
+rows the operator marked into tombstones (text and payload freed, step recorded), falls back to one row at a
+time when a batch raises so one poisonous document costs one counted error, times each step, and writes stats.
+
+Scheduling: a ``tasks`` step is a plain function that Ray fuses with its neighbours into one task per block
+(read, extract, langid, quality_signals, filter, write run back to back in one worker, no copies between them);
+its operator is set up once per worker process and cached. An ``actors`` step runs in an actor pool that keeps
+a model loaded. Blocks are processed whole (``batch_size=None``) so no block ever mixes rows of two files'
+batches in ways that depend on timing: part files stay deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate import schema
+from curate.config import PipelineConfig, StepSpec
+from curate.operator import BatchOperator, DatasetOperator, RunContext
+
+_WORKER_OPS: dict[str, "StepRunner"] = {}
+
+
+class StepRunner:
+    """Runs one batch operator on a block: live rows in, tombstones out, timing to the stats actor."""
+
+    def __init__(self, step: StepSpec, stats_actor: Any):
+        self.step = step
+        self.label = step.label
+        self.stats_actor = stats_actor
+        self.op: BatchOperator = step.op(step.params, step.label)  # type: ignore[assignment]
+        self.op.setup()
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        t0 = time.perf_counter()
+        n = table.num_rows
+        alive = pc.is_null(table.column(schema.FATE)).to_numpy(zero_copy_only=False)
+        alive_idx = np.flatnonzero(alive)
+        live = table.take(alive_idx) if len(alive_idx) < n else table
+        out = self._process(live) if live.num_rows else live
+        out = self._ensure_outputs(out)
+        out = self._tombstone_new(out)
+        if len(alive_idx) < n:
+            dead_idx = np.flatnonzero(~alive)
+            combined = pa.concat_tables([out, table.take(dead_idx)], promote_options="default")
+            created = out.num_rows - len(alive_idx)
+            keys = np.concatenate([alive_idx, n + np.arange(created), dead_idx]).astype(np.int64)
+            # created rows sort after every input row of the block; input rows keep their positions
+            result = combined.take(np.argsort(keys, kind="stable"))
+        else:
+            result = out
+        if self.stats_actor is not None:
+            import ray
+
+            ray.get(self.stats_actor.add_time.remote(self.label, time.perf_counter() - t0, live.num_rows))
+        return schema.conform(result)
+
+    def _process(self, live: pa.Table) -> pa.Table:
+        try:
+            out = self.op.process(live)
+            self._check_shape(live, out)
+            return out
+        except Exception:  # noqa: BLE001  (retry row by row to isolate the culprit)
+            return self._one_by_one(live)
+
+    def _one_by_one(self, live: pa.Table) -> pa.Table:
+        pieces = []
+        for i in range(live.num_rows):
+            row = live.slice(i, 1)
+            try:
+                out = self.op.process(row)
+                self._check_shape(row, out)
+            except Exception as e:  # noqa: BLE001
+                detail = f"{type(e).__name__}: {e}"[:500]
+                print(f"[curate] {self.label}: error on id={row.column('id')[0]}: "
+                      f"{traceback.format_exc(limit=3)}", file=sys.stderr)
+                from curate.operator import mark
+
+                out = mark(row, [True], schema.ERROR, f"exception:{type(e).__name__}", [detail])
+            pieces.append(out)
+        return pa.concat_tables(pieces, promote_options="default")
+
+    @staticmethod
+    def _check_shape(inp: pa.Table, out: pa.Table) -> None:
+        if out.num_rows < inp.num_rows or not out.column("id").slice(0, inp.num_rows).equals(inp.column("id")):
+            raise RuntimeError("operator must return its input rows, in order, before any new rows")
+
+    def _ensure_outputs(self, out: pa.Table) -> pa.Table:
+        for col, typ in self.op.outputs.items():
+            if col not in out.column_names:
+                out = out.append_column(col, pa.nulls(out.num_rows, typ))
+        for col in (schema.FATE, schema.REASON, schema.DETAIL, schema.STEP):
+            if col not in out.column_names:
+                out = out.append_column(col, pa.nulls(out.num_rows, pa.string()))
+        return out
+
+    def _tombstone_new(self, out: pa.Table) -> pa.Table:
+        """Rows marked by this step: record the step, free text and payload (the writer counts them)."""
+        marked = pc.and_(pc.is_valid(out.column(schema.FATE)), pc.is_null(out.column(schema.STEP)))
+        if not pc.any(marked).as_py():
+            return out
+        names = out.column_names
+        out = out.set_column(names.index(schema.STEP), schema.STEP,
+                             pc.if_else(marked, pa.scalar(self.label), out.column(schema.STEP)))
+        out = out.set_column(names.index("text"), "text",
+                             pc.if_else(marked, pa.scalar(None, pa.string()), out.column("text")))
+        if schema.RAW in names:
+            raw = out.column(schema.RAW)
+            out = out.set_column(names.index(schema.RAW), schema.RAW,
+                                 pc.if_else(marked, pa.scalar(None, raw.type), raw))
+        return out
+
+
+def _task_fn(step: StepSpec, stats_actor: Any):
+    """A function for task-based steps: the operator is built and set up once per worker process."""
+
+    def run(table: pa.Table) -> pa.Table:
+        runner = _WORKER_OPS.get(step.label)
+        if runner is None:
+            runner = _WORKER_OPS[step.label] = StepRunner(step, stats_actor)
+        return runner(table)
+
+    run.__name__ = step.label.replace("#", "_")
+    return run
+
+
+class _ActorStep:
+    """Actor-pool wrapper: Ray Data constructs it once per actor, so the model loads once per actor."""
+
+    def __init__(self, step: StepSpec, stats_actor: Any):
+        self.runner = StepRunner(step, stats_actor)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return self.runner(table)
+
+
+def _write_fn(writer, stats_actor):
+    def write(table: pa.Table) -> pa.Table:
+        import ray
+
+        t0 = time.perf_counter()
+        out = writer(table)
+        if stats_actor is not None:
+            ray.get(stats_actor.add_time.remote("write", time.perf_counter() - t0, table.num_rows))
+        return out
+
+    return write
+
+
+def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tuple[str, str]],
+               limit: int | None = None):
+    """The lazy Ray Dataset: read -> steps -> write (one summary row per written part)."""
+    from curate.readers import read_dataset
+    from curate.writer import DolmaWriter
+
+    ds = read_dataset(cfg.input, stats_actor, files)
+    if limit is not None:
+        ds = ds.limit(limit)
+    for step in cfg.steps:
+        if issubclass(step.op, DatasetOperator):
+            op = step.op(step.params, step.label)
+            ds = op.apply(ds, RunContext(out_dir=out_dir, stats_actor=stats_actor, step_name=step.label))
+            continue
+        res = step.resources
+        compute = res.compute or step.op.default_compute
+        kwargs: dict[str, Any] = dict(batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
+                                      num_cpus=res.num_cpus)
+        if res.num_gpus:
+            kwargs["num_gpus"] = res.num_gpus
+        if compute == "actors":
+            ds = ds.map_batches(_ActorStep, fn_constructor_args=(step, stats_actor),
+                                concurrency=res.concurrency or 1, **kwargs)
+        else:
+            if res.concurrency:
+                kwargs["concurrency"] = res.concurrency
+            ds = ds.map_batches(_task_fn(step, stats_actor), **kwargs)
+    writer = DolmaWriter(out_dir, cfg.input.source, cfg.output.compression, cfg.output.added, dict(files),
+                         cfg.output.write_doc_stats)
+    return ds.map_batches(_write_fn(writer, stats_actor), batch_size=None, batch_format="pyarrow",
+                          zero_copy_batch=True, num_cpus=1)
+
+
+def init_ray(cfg: PipelineConfig, address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    addr = address or cfg.ray.address
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if addr:
+        ray.init(address=addr, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.include_dashboard,
+                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+
+
+def prepare_out_dir(out_dir: str, overwrite: bool) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(out_dir)
+    if fs.exists(path) and (fs.ls(path) if fs.isdir(path) else True):
+        if not overwrite:
+            raise FileExistsError(f"output {out_dir} exists and is not empty (use --overwrite to replace it)")
+        if fs.protocol in ("file", "local") or "file" in fs.protocol:
+            shutil.rmtree(path)
+        else:
+            fs.rm(path, recursive=True)
+    fs.makedirs(path, exist_ok=True)
+
+
+def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str | None = None,
+                 limit: int | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Validate inputs, then run. Returns the final stats (also in OUT/stats.json)."""
+    import ray
+    from ray.data import DataContext
+
+    from curate.readers import expand_paths, split_known
+    from curate.stats import RunStats, StatsActor
+
+    out = (out_dir or cfg.output.path).rstrip("/")
+    files, unknown = split_known(expand_paths(cfg.input.paths), cfg.input.format)
+    if not files:
+        raise FileNotFoundError(f"no readable input files in {cfg.input.paths} (skipped: {unknown})")
+    prepare_out_dir(out, overwrite)
+    init_ray(cfg, address)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.execution_options.preserve_order = limit is not None  # `limit` must take the same documents each run
+    actor = StatsActor.remote()
+    summary_cfg = {"path": cfg.path, "input": cfg.input.model_dump(), "output": {**cfg.output.model_dump(),
+                   "path": out}, "steps": [{"name": s.name, "label": s.label, **s.params.model_dump()}
+                                           for s in cfg.steps]}
+    stats = RunStats(out, [s.label for s in cfg.steps] + ["write"], summary_cfg, len(files), unknown, actor)
+    stats.flush("running", force=True)
+    ds = build_plan(cfg, out, actor, files, limit)
+    status = "failed"
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            stats.add_parts(batch.to_pylist())
+            stats.flush("running")
+        status = "done"
+    finally:
+        final = stats.render(status)
+        stats.flush(status, force=True)
+        ray.kill(actor)
+    return final

@@ -1,0 +1,106 @@
+"""The row that flows between operators: a Dolma document plus attribute and bookkeeping columns.
+
+Arrow record batches (pyarrow.Table) are the unit between operators. A row is
+
+* the Dolma document fields: ``id``, ``text``, ``source``, ``created``, ``metadata`` (a JSON string, because
+  metadata keys differ per input format and Arrow struct columns would not line up across blocks);
+* attribute columns named ``<step>__<key>`` (``langid__lang``, ``quality_signals__word_count``): scores and
+  labels. They are written to Dolma attribute files under the same names, so a filter expression, an attribute
+  file and the stats parquet all speak of the same thing;
+* bookkeeping columns starting with ``_`` that never reach the document files: provenance (``_file``, ``_ord``),
+  the raw payload (``_raw``), and the row's fate (``_fate``, ``_reason``, ``_detail``, ``_step``).
+
+Rows are never deleted inside the pipeline: a dropped or failed document becomes a *tombstone* (fate set, text
+and payload nulled) that travels on to the writer. That is what makes "every input record is accounted for"
+checkable from the output alone: the per-document stats parquet has exactly one row per input document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+# Dolma document fields, in the order they are written.
+DOC_FIELDS = ("id", "text", "source", "added", "created", "metadata")
+
+# Provenance: the input file (as given after glob expansion) and the record's ordinal within it (0-based,
+# counting emitted documents). Together they are unique within a run and stable across runs.
+FILE = "_file"
+ORD = "_ord"
+# Raw payload (HTML bytes) waiting for extraction; dropped once the text is extracted.
+RAW = "_raw"
+# Fate of a row: null while alive, "drop" (a decision: filter, too large, not HTML) or "error" (something broke).
+FATE = "_fate"
+REASON = "_reason"  # machine-readable reason, e.g. "too_short", "extract_timeout"
+DETAIL = "_detail"  # short human-readable detail for errors (exception message, truncated)
+STEP = "_step"  # the step that decided the fate
+
+DROP = "drop"
+ERROR = "error"
+
+BOOKKEEPING = (FILE, ORD, RAW, FATE, REASON, DETAIL, STEP)
+
+BASE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("created", pa.string()),
+        pa.field("metadata", pa.string()),
+        pa.field(FILE, pa.string()),
+        pa.field(ORD, pa.int64()),
+        pa.field(RAW, pa.large_binary()),
+        pa.field(FATE, pa.string()),
+        pa.field(REASON, pa.string()),
+        pa.field(DETAIL, pa.string()),
+        pa.field(STEP, pa.string()),
+    ]
+)
+
+
+def is_attribute(column: str) -> bool:
+    """Attribute columns are ``<set>__<key>``; bookkeeping columns start with ``_``."""
+    return "__" in column and not column.startswith("_")
+
+
+def attribute_set(column: str) -> str:
+    return column.split("__", 1)[0]
+
+
+def stable_id(*parts: str | int) -> str:
+    """Content-independent id from provenance (file + position), for records that carry no id of their own.
+
+    sha1 over the parts joined by NUL; 32 hex characters are plenty for uniqueness within a corpus.
+    """
+    h = hashlib.sha1("\x00".join(str(p) for p in parts).encode("utf-8"))
+    return h.hexdigest()[:32]
+
+
+def empty_table() -> pa.Table:
+    return BASE_SCHEMA.empty_table()
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Add any missing base column as nulls and put base columns first, attributes after (sorted).
+
+    Readers of different formats emit different subsets; conforming keeps block schemas identical so Ray can
+    concatenate them and parquet files of different parts read as one dataset.
+    """
+    n = table.num_rows
+    cols = []
+    names = []
+    for field in BASE_SCHEMA:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            if col.type != field.type:
+                col = col.cast(field.type)
+        else:
+            col = pa.nulls(n, field.type)
+        cols.append(col)
+        names.append(field.name)
+    extra = sorted(c for c in table.column_names if c not in BASE_SCHEMA.names)
+    for c in extra:
+        cols.append(table.column(c))
+        names.append(c)
+    return pa.Table.from_arrays(cols, names=names)

@@ -1,0 +1,154 @@
+"""Run statistics: counted from the rows themselves, timed by the runner, written incrementally.
+
+Counts come from the writer's per-part summaries (every row reaches the writer, alive or as a tombstone with
+the step and reason that ended it), so "in = out + dropped + errors" is checked against the output, not against
+a second set of counters that could drift. Only what rows cannot carry goes through the ``StatsActor``: seconds
+spent per step, and records the readers skipped on purpose (WARC request/metadata records).
+
+The driver rewrites ``OUT/stats.json`` atomically about once a second while the run goes and appends a line to
+``OUT/stats/progress.jsonl`` each time, so a web page can poll either file during the run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+import ray
+
+from curate.writer import atomic_write
+
+
+@ray.remote(num_cpus=0)
+class StatsActor:
+    """Aggregates per-step timings and reader skip counts sent by workers (one small call per batch)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.batches: Counter = Counter()
+        self.rows: Counter = Counter()
+        self.read_files: dict[str, int] = {}
+        self.skipped: Counter = Counter()
+
+    def add_time(self, step: str, seconds: float, rows: int) -> None:
+        self.seconds[step] += seconds
+        self.batches[step] += 1
+        self.rows[step] += rows
+
+    def add_read(self, url: str, documents: int, skipped: dict[str, int]) -> None:
+        self.read_files[url] = documents
+        self.skipped.update(skipped)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"seconds": dict(self.seconds), "batches": dict(self.batches), "rows": dict(self.rows),
+                "files_read": len(self.read_files), "skipped": dict(self.skipped)}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RunStats:
+    """Driver-side aggregate of part summaries; renders and writes stats.json."""
+
+    def __init__(self, out_dir: str, steps: list[str], config: dict[str, Any], n_files: int,
+                 skipped_files: list[str], actor: Any):
+        self.out_dir = out_dir.rstrip("/")
+        self.steps = ["read", *steps]
+        self.config = config
+        self.n_files = n_files
+        self.skipped_files = skipped_files
+        self.actor = actor
+        self.counts: Counter = Counter()
+        self.parts = 0
+        self.kept_chars = 0
+        self.started = time.time()
+        self.started_iso = now_iso()
+        self._last_flush = 0.0
+
+    def add_parts(self, summaries: list[dict[str, Any]]) -> None:
+        for s in summaries:
+            self.parts += 1
+            self.kept_chars += int(s["kept_chars"])
+            self.counts.update(json.loads(s["counts"]))
+
+    def render(self, status: str) -> dict[str, Any]:
+        timing = ray.get(self.actor.snapshot.remote()) if self.actor is not None else {}
+        seconds = timing.get("seconds", {})
+        by_step: dict[str, dict[str, Counter]] = {s: {"drop": Counter(), "error": Counter()} for s in self.steps}
+        kept = 0
+        for key, n in self.counts.items():
+            step, fate, reason = key.split("|", 2)
+            if not fate:
+                kept += n
+                continue
+            by_step.setdefault(step, {"drop": Counter(), "error": Counter()})[fate][reason] += n
+        total = sum(self.counts.values())
+        rows, alive = [], total
+        for step in self.steps:
+            dropped, errors = by_step[step]["drop"], by_step[step]["error"]
+            out = alive - sum(dropped.values()) - sum(errors.values())
+            rows.append({"step": step, "in": alive, "out": out, "dropped": dict(sorted(dropped.items())),
+                         "errors": dict(sorted(errors.items())), "seconds": round(seconds.get(step, 0.0), 3),
+                         "batches": timing.get("batches", {}).get(step, 0)})
+            alive = out
+        n_dropped = sum(sum(v["drop"].values()) for v in by_step.values())
+        n_errors = sum(sum(v["error"].values()) for v in by_step.values())
+        elapsed = time.time() - self.started
+        return {
+            "status": status,
+            "started": self.started_iso,
+            "updated": now_iso(),
+            "elapsed_s": round(elapsed, 3),
+            "config": self.config,
+            "inputs": {"files": self.n_files, "files_read": timing.get("files_read", 0),
+                       "skipped_files": self.skipped_files,
+                       "records_skipped": dict(sorted(timing.get("skipped", {}).items()))},
+            "steps": rows,
+            "totals": {
+                "documents_in": total, "documents_out": kept, "dropped": n_dropped, "errors": n_errors,
+                "balanced": total == kept + n_dropped + n_errors and alive == kept,
+                "characters_out": self.kept_chars, "parts": self.parts,
+                "docs_per_s": round(total / elapsed, 2) if elapsed > 0 else None,
+            },
+        }
+
+    def flush(self, status: str = "running", force: bool = False) -> dict[str, Any] | None:
+        if not force and time.time() - self._last_flush < 1.0:
+            return None
+        self._last_flush = time.time()
+        doc = self.render(status)
+        atomic_write(f"{self.out_dir}/stats.json", (json.dumps(doc, indent=1) + "\n").encode())
+        line = {"t": doc["updated"], "elapsed_s": doc["elapsed_s"], "status": status, **doc["totals"]}
+        _append(f"{self.out_dir}/stats/progress.jsonl", json.dumps(line) + "\n")
+        return doc
+
+
+def _append(url: str, text: str) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    mode = "a" if fs.protocol in ("file", "local") or "file" in fs.protocol else "w"
+    with fs.open(path, mode) as f:
+        f.write(text)
+
+
+def format_table(stats: dict[str, Any]) -> str:
+    """The per-step table `curate run` and `curate inspect` print."""
+    lines = [f"{'step':<18}{'in':>8}{'out':>8}{'dropped':>9}{'errors':>8}{'seconds':>9}  reasons"]
+    for s in stats["steps"]:
+        reasons = ", ".join(f"{k}={v}" for k, v in {**s["dropped"], **s["errors"]}.items())
+        lines.append(f"{s['step']:<18}{s['in']:>8}{s['out']:>8}{sum(s['dropped'].values()):>9}"
+                     f"{sum(s['errors'].values()):>8}{s['seconds']:>9.2f}  {reasons}")
+    t = stats["totals"]
+    lines.append(f"documents in {t['documents_in']} = out {t['documents_out']} + dropped {t['dropped']} + errors "
+                 f"{t['errors']} ({'balanced' if t['balanced'] else 'NOT BALANCED'}); {t['characters_out']} "
+                 f"characters out in {t['parts']} parts")
+    skipped = stats["inputs"].get("records_skipped") or {}
+    if skipped:
+        lines.append("records skipped (not documents): " + ", ".join(f"{k}={v}" for k, v in skipped.items()))
+    return "\n".join(lines)

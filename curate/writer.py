@@ -1,0 +1,207 @@
+"""Dolma output: documents, attribute files with the same rows in the same order, per-document stats, markers.
+
+Layout under OUT (``<part>`` = ``<input file key>-<first ordinal, 6 digits>``):
+
+    documents/<source>/<part>.jsonl.zst            kept documents {id, text, source, added?, created?, metadata}
+    attributes/<set>/<source>/<part>.jsonl.zst     {id, source, attributes: {<set>__<key>: [[start, end, value]]}}
+    stats/docs/<part>.parquet                      one row per input document, kept or not: fate, reason, scores
+    _parts/<part>.json                             completion marker, written last, after the files are durable
+
+Why parts are named by their first record ordinal: a block's rows come from one input file in reading order,
+so the name is a function of the input, not of the worker or the order tasks finish. Reruns rewrite the same
+names with the same bytes (zstd/gzip with no timestamps, keys in fixed order), and a retried task overwrites
+its own part instead of adding a second copy. Every file is written under a temporary name and renamed; the
+marker is the last write, so a part without a marker is incomplete, which is what resume will rely on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import posixpath
+import uuid
+from collections import Counter
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import zstandard
+
+from curate import schema
+
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("part", pa.string()),
+        ("file", pa.string()),
+        ("first_ord", pa.int64()),
+        ("last_ord", pa.int64()),
+        ("rows", pa.int64()),
+        ("kept", pa.int64()),
+        ("kept_chars", pa.int64()),
+        ("counts", pa.string()),  # JSON {"<step>|<fate>|<reason>": n}
+    ]
+)
+
+
+def atomic_write(url: str, data: bytes) -> None:
+    """Write-then-rename on local disks (fsync first); object stores publish a whole object on close."""
+    fs, path = fsspec.core.url_to_fs(url)
+    parent = posixpath.dirname(path)
+    if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else ()):
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.makedirs(parent, exist_ok=True)
+        with fs.open(path, "wb") as f:
+            f.write(data)
+
+
+def compress(data: bytes, codec: str) -> bytes:
+    if codec == "zstd":
+        return zstandard.ZstdCompressor(level=3).compress(data)
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def _dump(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+class DolmaWriter:
+    """Writes one part per (input file, block); returns one summary row per part for the driver's stats."""
+
+    def __init__(self, out_dir: str, source: str, codec: str, added: str | None, keys: dict[str, str],
+                 write_doc_stats: bool = True):
+        self.out_dir = out_dir.rstrip("/")
+        self.source = source
+        self.codec = codec
+        self.ext = ".jsonl.zst" if codec == "zstd" else ".jsonl.gz"
+        self.added = added
+        self.keys = keys
+        self.write_doc_stats = write_doc_stats
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        if table.num_rows == 0:
+            return SUMMARY_SCHEMA.empty_table()
+        files = table.column(schema.FILE).to_pylist()
+        groups: dict[str, list[int]] = {}
+        for i, f in enumerate(files):
+            groups.setdefault(f, []).append(i)
+        summaries = [self._write_part(table.take(idx), f) for f, idx in groups.items()]
+        return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
+
+    # ------------------------------------------------------------------------------------------------
+    def _write_part(self, t: pa.Table, file: str) -> dict[str, Any]:
+        ords = t.column(schema.ORD).to_numpy()
+        key = self.keys.get(file, posixpath.basename(file))
+        part = f"{key}-{int(ords.min()):06d}"
+        fate = t.column(schema.FATE)
+        kept_mask = pc.is_null(fate)
+        kept = t.filter(kept_mask)
+        written: list[str] = []
+
+        attr_cols = [c for c in t.column_names if schema.is_attribute(c)]
+        if kept.num_rows:
+            written.append(self._write_documents(kept, part))
+            written.extend(self._write_attributes(kept, part, attr_cols))
+        if self.write_doc_stats:
+            written.append(self._write_doc_stats(t, part, attr_cols))
+
+        counts: Counter = Counter()
+        for step, f, reason in zip(t.column(schema.STEP).to_pylist(), fate.to_pylist(),
+                                   t.column(schema.REASON).to_pylist()):
+            counts[f"{step}|{f}|{reason}" if f else "||kept"] += 1
+        kept_chars = int(pc.sum(pc.utf8_length(kept.column("text"))).as_py() or 0) \
+            if kept.num_rows else 0
+        summary = {
+            "part": part, "file": file, "first_ord": int(ords.min()), "last_ord": int(ords.max()),
+            "rows": t.num_rows, "kept": kept.num_rows, "kept_chars": kept_chars,
+            "counts": json.dumps(dict(sorted(counts.items()))),
+        }
+        marker = {**summary, "counts": dict(sorted(counts.items())), "files": written}
+        atomic_write(f"{self.out_dir}/_parts/{part}.json", (json.dumps(marker, indent=1) + "\n").encode())
+        return summary
+
+    def _write_documents(self, kept: pa.Table, part: str) -> str:
+        lines = []
+        for rid, text, src, created, meta in zip(*(kept.column(c).to_pylist() for c in
+                                                   ("id", "text", "source", "created", "metadata"))):
+            line = '{"id":' + _dump(rid) + ',"text":' + _dump(text) + ',"source":' + _dump(src or self.source)
+            if self.added:
+                line += ',"added":' + _dump(self.added)
+            if created:
+                line += ',"created":' + _dump(created)
+            line += ',"metadata":' + _dump(json.loads(meta) if meta else {}) + "}"
+            lines.append(line)
+        rel = f"documents/{self.source}/{part}{self.ext}"
+        atomic_write(f"{self.out_dir}/{rel}", compress(("\n".join(lines) + "\n").encode("utf-8"), self.codec))
+        return rel
+
+    def _write_attributes(self, kept: pa.Table, part: str, attr_cols: list[str]) -> list[str]:
+        by_set: dict[str, list[str]] = {}
+        for c in attr_cols:
+            by_set.setdefault(schema.attribute_set(c), []).append(c)
+        ids = kept.column("id").to_pylist()
+        srcs = [s or self.source for s in kept.column("source").to_pylist()]
+        lengths = pc.utf8_length(kept.column("text")).to_pylist()
+        out = []
+        for aset, cols in sorted(by_set.items()):
+            values = {c: kept.column(c).to_pylist() for c in cols}
+            is_span = {c: pa.types.is_list(kept.schema.field(c).type) for c in cols}
+            lines = []
+            for i, (rid, src) in enumerate(zip(ids, srcs)):
+                attrs = {}
+                for c in cols:
+                    v = values[c][i]
+                    if is_span[c]:
+                        attrs[c] = v if v is not None else []
+                    else:
+                        v = _scalar(v)
+                        attrs[c] = [[0, lengths[i] or 0, v]] if v is not None else []
+                lines.append('{"id":' + _dump(rid) + ',"source":' + _dump(src) + ',"attributes":' + _dump(attrs) + "}")
+            rel = f"attributes/{aset}/{self.source}/{part}{self.ext}"
+            atomic_write(f"{self.out_dir}/{rel}", compress(("\n".join(lines) + "\n").encode("utf-8"), self.codec))
+            out.append(rel)
+        return out
+
+    def _write_doc_stats(self, t: pa.Table, part: str, attr_cols: list[str]) -> str:
+        urls = []
+        for meta in t.column("metadata").to_pylist():
+            try:
+                urls.append(json.loads(meta).get("url") if meta else None)
+            except (ValueError, AttributeError):
+                urls.append(None)
+        scalar_attrs = [c for c in attr_cols if not pa.types.is_list(t.schema.field(c).type)]
+        cols = {
+            "id": t.column("id"),
+            "file": t.column(schema.FILE),
+            "ord": t.column(schema.ORD),
+            "url": pa.array(urls, pa.string()),
+            "fate": pc.coalesce(t.column(schema.FATE), pa.scalar("kept")),
+            "step": t.column(schema.STEP),
+            "reason": t.column(schema.REASON),
+            "detail": t.column(schema.DETAIL),
+            "chars": pc.utf8_length(t.column("text")),
+        }
+        for c in scalar_attrs:
+            cols[c] = t.column(c)
+        table = pa.table(cols)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        rel = f"stats/docs/{part}.parquet"
+        atomic_write(f"{self.out_dir}/{rel}", sink.getvalue().to_pybytes())
+        return rel
