@@ -35,6 +35,8 @@ WARC_EXT = re.compile(r"\.(warc|arc|wet|wat)(\.gz)?$", re.I)
 JSONL_EXT = re.compile(r"\.(jsonl|json|ndjson)(\.gz|\.zst|\.zstd)?$", re.I)
 PARQUET_EXT = re.compile(r"\.parquet$", re.I)
 DOC_RECORD_TYPES = ("response", "resource", "conversion")
+WARC_TYPES = frozenset({"warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion",
+                        "continuation"})
 
 
 # --------------------------------------------------------------------------------------------------- paths
@@ -158,11 +160,22 @@ def read_warc(stream: io.BufferedIOBase, rows: _Rows, spec: InputSpec, skipped: 
     from warcio.exceptions import ArchiveLoadFailed
 
     is_arc = bool(re.search(r"\.arc(\.gz)?$", rows.url, re.I))
-    it = ArchiveIterator(stream, arc2warc=True)
+    it = ArchiveIterator(stream, arc2warc=is_arc)
     offset = 0
     try:
         for record in it:
             rtype = record.rec_type
+            if rtype not in WARC_TYPES:  # warcio yields a header block it could not parse as a typeless record
+                rows.error("malformed_record", f"unparseable WARC header near offset {it.get_record_offset()}",
+                           warc_file=rows.url)
+                if rows.full():
+                    yield rows.flush()
+                continue
+            if record.format != "warc" and not is_arc:
+                # warcio reads any text line as an ARC header; in a .warc/.wet file that means garbage
+                rows.error("warc_parse_error", f"not a WARC record at offset {it.get_record_offset()} "
+                           "(rest of file skipped)", warc_file=rows.url)
+                break
             if rtype not in DOC_RECORD_TYPES:
                 skipped[f"record_type:{rtype}"] += 1
                 continue
@@ -248,7 +261,8 @@ def _open_text_stream(raw: io.BufferedIOBase, url: str) -> io.BufferedIOBase:
     if low.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     if low.endswith((".zst", ".zstd")):
-        return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[return-value]
+        # buffered: the zstd reader has no readline, and line iteration needs it
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))  # type: ignore[arg-type]
     return raw
 
 

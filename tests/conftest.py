@@ -1,0 +1,111 @@
+"""Shared fixtures: one real local Ray for the session, and builders for real WARC/jsonl inputs.
+
+Bad-input WARCs are written with warcio (the same library real crawlers' files are read with), so every case is
+a real file the reader meets exactly as it would on a crawl, not a mocked record.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+
+
+def warc_record(writer, uri: str, body: bytes, content_type: str | None = "text/html; charset=utf-8",
+                status: str = "200 OK", rtype: str = "response"):
+    from warcio.statusandheaders import StatusAndHeaders
+
+    headers = [("Content-Type", content_type)] if content_type else []
+    http = StatusAndHeaders(status, headers, protocol="HTTP/1.1") if rtype == "response" else None
+    warc_headers = None
+    if rtype == "resource" and content_type:
+        warc_headers = StatusAndHeaders("", [("Content-Type", content_type)], protocol="WARC/1.0")
+    return writer.create_warc_record(uri, rtype, payload=io.BytesIO(body), http_headers=http,
+                                     warc_headers=warc_headers)
+
+
+def write_warc(path: Path, records: list[tuple], gz: bool = True) -> Path:
+    """records: (uri, body, content_type[, status]) tuples, or raw bytes to splice in as they are."""
+    from warcio.warcwriter import WARCWriter
+
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=gz)
+    for rec in records:
+        if isinstance(rec, bytes):
+            buf.write(gzip.compress(rec, mtime=0) if gz else rec)
+            continue
+        uri, body, ctype, *rest = rec
+        writer.write_record(warc_record(writer, uri, body, ctype, *(rest or [])))
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+ARTICLE = (
+    "<html><head><title>{title}</title></head><body><nav><a href='/'>Home</a> | <a href='/about'>About</a></nav>"
+    "<article><h1>{title}</h1>{paras}</article><footer>Copyright 2024. All rights reserved.</footer></body></html>"
+)
+
+
+def article(title: str, sentences: list[str]) -> str:
+    paras = "".join(f"<p>{' '.join(sentences[i:i + 4])}</p>" for i in range(0, len(sentences), 4))
+    return ARTICLE.format(title=title, paras=paras)
+
+
+ENGLISH = [
+    "The river runs through the old town and past the mill that was built in the eighteenth century.",
+    "Local farmers bring their produce to the market every Saturday morning, and the square fills with people.",
+    "In the winter the water rises and the lower streets are sometimes flooded for several days.",
+    "The town council has discussed building a new bridge for many years, but the cost has always been too high.",
+    "Visitors often stop at the small museum, which has a collection of tools used by the millers.",
+    "A path along the bank leads to the next village, about six kilometres to the north.",
+    "Birds nest in the reeds near the weir, and in spring the meadows are full of wild flowers.",
+    "The school was moved to a larger building in 1962, when the number of children grew quickly.",
+]
+
+
+def write_jsonl(path: Path, lines: list[object | str], compression: str | None = None) -> Path:
+    text = "".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines).encode()
+    if compression == "gz":
+        text = gzip.compress(text, mtime=0)
+    elif compression == "zst":
+        import zstandard
+
+        text = zstandard.ZstdCompressor().compress(text)
+    path.write_bytes(text)
+    return path
+
+
+@pytest.fixture()
+def sample_copy(tmp_path: Path) -> Path:
+    d = tmp_path / "sample"
+    shutil.copytree(SAMPLE, d)
+    return d
+
+
+def read_zst_jsonl(path: Path) -> list[dict]:
+    import zstandard
+
+    data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(path.read_bytes())).read()
+    return [json.loads(line) for line in data.decode("utf-8").splitlines()]

@@ -1,0 +1,128 @@
+"""End to end on the bundled sample with real Ray, trafilatura and fastText: the foundation's contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO, read_zst_jsonl
+from curate.config import load_config
+from curate.runner import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def sample_run(ray_session, tmp_path_factory):
+    cfg = load_config(REPO / "pipeline.yaml")
+    out = tmp_path_factory.mktemp("run") / "out"
+    stats = run_pipeline(cfg, str(out), progress=False)
+    return cfg, out, stats
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for sub in ("documents", "attributes", "stats/docs", "_parts") for p in sorted((root / sub).rglob("*"))
+            if p.is_file()}
+
+
+def test_accounting_identity(sample_run):
+    _, out, stats = sample_run
+    t = stats["totals"]
+    assert t["balanced"]
+    assert t["documents_in"] == t["documents_out"] + t["dropped"] + t["errors"]
+    assert t["documents_out"] > 50  # the sample has ~90 real HTML pages with text
+    # per step: in = out + dropped + errors, and each step's in is the previous step's out
+    prev_out = None
+    for s in stats["steps"]:
+        assert s["in"] == s["out"] + sum(s["dropped"].values()) + sum(s["errors"].values()), s
+        if prev_out is not None:
+            assert s["in"] == prev_out
+        prev_out = s["out"]
+    # the file on disk says the same as the returned stats
+    on_disk = json.loads((out / "stats.json").read_text())
+    assert on_disk["status"] == "done" and on_disk["totals"] == t
+
+
+def test_every_input_document_has_exactly_one_stats_row(sample_run):
+    _, out, stats = sample_run
+    table = pq.read_table(out / "stats" / "docs")
+    assert table.num_rows == stats["totals"]["documents_in"]
+    keys = list(zip(table.column("file").to_pylist(), table.column("ord").to_pylist()))
+    assert len(set(keys)) == len(keys)
+    fates = table.column("fate").to_pylist()
+    assert fates.count("kept") == stats["totals"]["documents_out"]
+    # every non-kept row names the step and reason that ended it
+    for fate, step, reason in zip(fates, table.column("step").to_pylist(), table.column("reason").to_pylist()):
+        if fate != "kept":
+            assert step and reason
+
+
+def test_known_bad_records_of_the_sample_are_counted(sample_run):
+    _, _, stats = sample_run
+    read = stats["steps"][0]
+    assert read["step"] == "read"
+    assert read["errors"].get("truncated_record") == 1  # resiliparse_clipped.warc.gz
+    assert read["dropped"].get("http_status", 0) > 0  # redirects in the wget crawls
+    assert stats["inputs"]["records_skipped"]["record_type:request"] > 0
+    assert "SOURCES.md" in " ".join(stats["inputs"]["skipped_files"])
+
+
+def test_documents_are_valid_dolma_and_attributes_align(sample_run):
+    cfg, out, _ = sample_run
+    doc_files = sorted((out / "documents" / "cc-sample").glob("*.jsonl.zst"))
+    assert doc_files
+    n_docs = 0
+    for f in doc_files:
+        docs = read_zst_jsonl(f)
+        n_docs += len(docs)
+        for d in docs:
+            assert isinstance(d["id"], str) and d["id"]
+            assert isinstance(d["text"], str) and d["text"].strip()
+            assert d["source"] == "cc-sample"
+            assert isinstance(d["metadata"], dict)
+            # provenance: source file and record
+            assert Path(d["metadata"]["warc_file"]).name.startswith(f.name.rsplit("-", 1)[0])
+            assert "warc_offset" in d["metadata"] and d["metadata"]["url"]
+        for aset in ("langid", "quality_signals"):
+            attrs = read_zst_jsonl(out / "attributes" / aset / "cc-sample" / f.name)
+            assert [a["id"] for a in attrs] == [d["id"] for d in docs]  # same rows, same order
+            for a, d in zip(attrs, docs):
+                for key, spans in a["attributes"].items():
+                    assert key.startswith(aset + "__")
+                    for start, end, _value in spans:
+                        assert 0 <= start <= end == len(d["text"])
+    assert n_docs == sample_run[2]["totals"]["documents_out"]
+
+
+def test_filter_thresholds_hold_on_output(sample_run):
+    _, out, _ = sample_run
+    for f in (out / "attributes" / "quality_signals" / "cc-sample").glob("*.jsonl.zst"):
+        for a in read_zst_jsonl(f):
+            assert a["attributes"]["quality_signals__word_count"][0][2] >= 50
+
+
+def test_rerun_is_byte_identical(sample_run, tmp_path):
+    cfg, out, _ = sample_run
+    out2 = tmp_path / "again"
+    run_pipeline(cfg, str(out2), progress=False)
+    assert _hashes(out) == _hashes(out2)
+
+
+def test_output_must_not_exist_unless_overwrite(sample_run):
+    cfg, out, _ = sample_run
+    with pytest.raises(FileExistsError):
+        run_pipeline(cfg, str(out), progress=False)
+
+
+def test_part_markers_list_durable_files(sample_run):
+    _, out, _ = sample_run
+    markers = sorted((out / "_parts").glob("*.json"))
+    assert markers
+    for m in markers:
+        info = json.loads(m.read_text())
+        for rel in info["files"]:
+            assert (out / rel).exists()
+    assert not list(out.rglob(".tmp-*"))
