@@ -39,7 +39,8 @@ class InputSpec(_Strict):
         10_000_000, gt=0, description="Payloads larger than this are dropped as `too_large` without being read."
     )
     docs_per_block: int = Field(
-        256, gt=0, description="Documents per Ray block: the unit of parallelism and of output part files."
+        256, gt=0, description="Documents per block the reader yields; Ray merges a file's blocks up to "
+        "ray.target_max_block_bytes, so parts are per file (or per block-size slice of a big file)."
     )
 
 
@@ -56,6 +57,9 @@ class RaySpec(_Strict):
     address: str | None = Field(None, description="Ray cluster address (ray://host:10001 or auto); default: local.")
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; default: all cores.")
     include_dashboard: bool = Field(False, description="Start Ray's own dashboard for a local run.")
+    target_max_block_bytes: int | None = Field(
+        None, gt=0, description="Ray Data block size target (default 128 MiB). Ray merges the reader's blocks of one "
+        "file up to it, so it sets the size of output parts and the memory a task holds.")
 
 
 class StepSpec(BaseModel):

@@ -236,6 +236,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = progress
     ctx.execution_options.preserve_order = limit is not None  # `limit` must take the same documents each run
+    from ray.data.context import DEFAULT_TARGET_MAX_BLOCK_SIZE
+
+    ctx.target_max_block_size = cfg.ray.target_max_block_bytes or DEFAULT_TARGET_MAX_BLOCK_SIZE
     actor = StatsActor.remote()
     summary_cfg = {"path": cfg.path, "input": cfg.input.model_dump(), "output": {**cfg.output.model_dump(),
                    "path": out}, "steps": [{"name": s.name, "label": s.label, **s.params.model_dump()}

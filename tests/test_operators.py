@@ -1,0 +1,188 @@
+"""Unit tests per operator, each on its real component (trafilatura, fastText lid.176, pyarrow compute)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import trafilatura
+from warcio.archiveiterator import ArchiveIterator
+
+from conftest import ENGLISH, SAMPLE
+from curate import schema
+from curate.config import parse_config
+from curate.expr import ExprError, compile_expr, evaluate
+from operators.extract import Extract, ExtractParams, decode_html
+from operators.filter import Filter, FilterParams
+from operators.langid import LangId, LangIdParams
+from operators.quality_signals import QualitySignals, signals
+
+
+def rows(**cols) -> pa.Table:
+    n = len(next(iter(cols.values())))
+    base = {"id": [f"d{i}" for i in range(n)], schema.FILE: ["f"] * n, schema.ORD: list(range(n))}
+    return schema.conform(pa.table({**base, **cols}))
+
+
+# ------------------------------------------------------------------------------------------ extract
+def sample_pages(limit: int = 40):
+    pages = []
+    for f in sorted(SAMPLE.glob("*.warc*")):
+        if "clipped" in f.name:
+            continue
+        with open(f, "rb") as fh:
+            for r in ArchiveIterator(fh):
+                if r.rec_type == "response" and r.http_headers and "html" in (
+                        r.http_headers.get_header("Content-Type") or ""):
+                    if r.http_headers.get_statuscode() == "200":
+                        pages.append((r.rec_headers.get_header("WARC-Target-URI"),
+                                      r.http_headers.get_header("Content-Type"), r.content_stream().read()))
+    return pages[:limit]
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    op = Extract(ExtractParams())
+    op.setup()
+    yield op
+    op.teardown()
+
+
+def test_extract_equals_direct_trafilatura_on_decoded_page(extractor):
+    pages = sample_pages()
+    assert len(pages) >= 30
+    t = rows(**{schema.RAW: pa.array([b for _, _, b in pages], pa.large_binary()),
+                "metadata": [json.dumps({"url": u, "content_type": c}) for u, c, _ in pages]})
+    out = extractor.process(t)
+    texts, fates = out.column("text").to_pylist(), out.column(schema.FATE).to_pylist()
+    compared = 0
+    for (url, ctype, body), text, fate in zip(pages, texts, fates):
+        html, _, _ = decode_html(body, ctype)
+        direct = trafilatura.extract(html, url=url, output_format="txt", include_comments=False,
+                                     include_tables=True, favor_precision=False, favor_recall=False,
+                                     deduplicate=False)
+        if fate is None:
+            assert text == direct
+            compared += 1
+        else:
+            assert not (direct or "").strip()
+    assert compared >= 25
+
+
+def test_extract_passes_text_rows_through_and_frees_payload(extractor):
+    t = rows(text=["already text"], metadata=[None])
+    out = extractor.process(t)
+    assert out.column("text").to_pylist() == ["already text"]
+    assert out.column(schema.FATE).to_pylist() == [None]
+    assert out.column(schema.RAW).null_count == 1
+
+
+def test_extract_survives_a_crashing_child(extractor):
+    extractor.sandbox.call({"html": "<p>x</p>", "options": {}, "url": None}, 30)  # child is up
+    extractor.sandbox.proc.kill()
+    extractor.sandbox.proc.wait()
+    body = ("<html><body><article>" + "".join(f"<p>{s}</p>" for s in ENGLISH) + "</article></body></html>").encode()
+    t = rows(**{schema.RAW: pa.array([body], pa.large_binary()), "metadata": [json.dumps({"content_type": "text/html"})]})
+    out = extractor.process(t)
+    # the dead child is noticed (crash counted or restarted transparently) and the next call works
+    fate = out.column(schema.FATE).to_pylist()[0]
+    assert fate in (None, "error")
+    out2 = extractor.process(t)
+    assert out2.column(schema.FATE).to_pylist() == [None]
+    assert "eighteenth century" in out2.column("text").to_pylist()[0]
+
+
+def test_decode_html_order_of_evidence():
+    body = "<meta charset='iso-8859-2'><p>Zażółć</p>".encode("iso-8859-2")
+    assert decode_html(body, "text/html")[1:] == ("iso8859-2", "meta")
+    text, enc, src = decode_html("<p>naïve café</p>".encode("utf-8"), "text/html; charset=utf-8")
+    assert (text, src) == ("<p>naïve café</p>", "http_header")
+    french = "<p>Le café crème coûte deux euros à la gare, près du marché où l'on achète des légumes frais.</p>" * 5
+    text, enc, src = decode_html(french.encode("cp1252"), "text/html; charset=utf-8")
+    assert text == french and src == "detected"  # a mislabelled header is not trusted
+    assert decode_html(b"\xef\xbb\xbf<p>bom</p>", None)[2] == "bom"
+
+
+# ------------------------------------------------------------------------------------------- langid
+def test_langid_real_model():
+    op = LangId(LangIdParams())
+    op.setup()
+    t = rows(text=[" ".join(ENGLISH[:2]), "Le chat dort sur le canapé pendant que la pluie tombe.\nIl fait froid.",
+                   "東京は日本の首都であり、世界で最も人口の多い都市圏の一つです。", ""])
+    out = op.process(t)
+    assert out.column("langid__lang").to_pylist() == ["en", "fr", "ja", None]
+    scores = out.column("langid__score").to_pylist()
+    assert all(0.5 < s <= 1.0 for s in scores[:3]) and scores[3] is None
+
+
+# ---------------------------------------------------------------------------------- quality signals
+def test_quality_signals_hand_checked():
+    s = signals("the cat and the dog\nthe cat and the dog\n- one\n- two...\n")
+    assert s["word_count"] == 14  # the bullets "-" are words too
+    assert s["dup_line_frac"] == pytest.approx(1 / 4)
+    assert s["frac_lines_bullet"] == pytest.approx(2 / 4)
+    assert s["frac_lines_ellipsis"] == pytest.approx(1 / 4)
+    assert s["stopword_count"] == 2  # the, and
+    assert s["symbol_to_word_ratio"] == pytest.approx(1 / 14)
+    assert s["top_2gram_char_frac"] == pytest.approx(12 / 41)  # "the cat" twice: 2 x 6 of 41 word chars
+    empty = signals("")
+    assert empty["word_count"] == 0 and empty["mean_word_length"] == 0
+
+
+def test_quality_signals_batch_and_unicode():
+    op = QualitySignals(QualitySignals.Params())
+    t = rows(text=["平仮名とカタカナ。", "مرحبا بالعالم", "नमस्ते दुनिया", "x" * 100_000])
+    out = op.process(t)
+    assert set(QualitySignals.outputs) <= set(out.column_names)
+    assert out.column("quality_signals__word_count").to_pylist() == [1, 2, 2, 1]
+
+
+# --------------------------------------------------------------------------------- filter / expr
+def test_expression_language():
+    t = pa.table({"text": ["aaaa", "bb", None], "langid__lang": ["en", "fr", None],
+                  "langid__score": [0.9, 0.4, None]})
+    def ev(e: str) -> list:
+        return evaluate(compile_expr(e), t).to_pylist()
+    assert ev("langid__lang == 'en' and langid__score > 0.65") == [True, False, False]
+    assert ev("langid__lang in ['en', 'fr']") == [True, True, False]
+    assert ev("langid__lang not in ['en']") == [False, True, False]
+    assert ev("not langid__score < 0.5") == [True, False, False]
+    assert ev("0.3 < langid__score < 0.5") == [False, True, False]
+    assert ev("chars >= 2 or is_null(langid__lang)") == [True, True, True]
+    assert ev("langid__score * 2 > 1") == [True, False, False]
+    for bad in ("open('x')", "langid__lang.upper() == 'EN'", "t[0]", "lambda: 1", "x if y else z"):
+        with pytest.raises(ExprError):
+            compile_expr(bad)
+
+
+def test_filter_first_failing_rule_names_the_reason():
+    params = FilterParams(rules=[{"reason": "not_en", "keep": "langid__lang == 'en'"},
+                                 {"reason": "short", "drop": "quality_signals__word_count < 3"}])
+    op = Filter(params)
+    op.setup()
+    t = rows(text=["a b c d", "a", "le chat", None], langid__lang=["en", "en", "fr", None],
+             quality_signals__word_count=[4.0, 1.0, 2.0, None])
+    out = op.process(t)
+    assert out.column(schema.FATE).to_pylist() == [None, "drop", "drop", "drop"]
+    assert out.column(schema.REASON).to_pylist() == [None, "short", "not_en", "not_en"]
+
+
+def test_operators_are_registered_under_their_yaml_names():
+    from curate.operator import registry
+
+    reg = registry()
+    for name in ("extract", "langid", "quality_signals", "filter"):
+        assert reg[name].name == name
+    cfg = parse_config({"input": {"paths": ["x"]}, "steps": [{"name": n} for n in ("extract", "langid")]})
+    assert [s.op for s in cfg.steps] == [reg["extract"], reg["langid"]]
+
+
+def test_mark_keeps_first_fate():
+    from curate.operator import mark
+
+    t = rows(text=["a", "b"])
+    t = mark(t, np.array([True, False]), schema.DROP, "first")
+    t = mark(t, np.array([True, True]), schema.ERROR, "second")
+    assert t.column(schema.REASON).to_pylist() == ["first", "second"]
