@@ -253,7 +253,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
             stats.flush("running")
         status = "done"
     finally:
-        final = stats.render(status)
-        stats.flush(status, force=True)
+        final = stats.flush(status, force=True)  # what is returned is exactly what stats.json says
         ray.kill(actor)
+    assert final is not None
     return final
