@@ -42,13 +42,24 @@ class Sandbox:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
+    def start(self, timeout: float = 120.0) -> None:
+        """Start the child and wait until it has imported its module: start-up is not a document's time."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        if self.proc is not None:
+            self.restarts += 1
+        self.proc = self._start()
+        if self._roundtrip(None, timeout) != "ready":
+            raise SandboxCrashed("child did not start")
+
     def call(self, payload: Any, timeout: float) -> Any:
         """Result of the function, or raise SandboxTimeout / SandboxCrashed / the child's exception."""
-        if self.proc is None or self.proc.poll() is not None:
-            if self.proc is not None:
-                self.restarts += 1
-            self.proc = self._start()
+        self.start()
+        return self._roundtrip(payload, timeout)
+
+    def _roundtrip(self, payload: Any, timeout: float) -> Any:
         proc = self.proc
+        assert proc is not None
         data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             proc.stdin.write(struct.pack(">I", len(data)) + data)  # type: ignore[union-attr]
@@ -118,7 +129,7 @@ def _child_main(module: str, function: str, memory_limit_mb: int) -> None:
         (size,) = struct.unpack(">I", header)
         payload = pickle.loads(stdin.read(size))
         try:
-            result: tuple[str, Any] = ("ok", fn(payload))
+            result: tuple[str, Any] = ("ok", "ready" if payload is None else fn(payload))
         except MemoryError:
             result = ("err", "MemoryError: page exceeded the sandbox memory limit")
         except Exception as e:  # noqa: BLE001

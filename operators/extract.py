@@ -127,6 +127,7 @@ class Extract(BatchOperator):
         from operators._sandbox import Sandbox
 
         self.sandbox = Sandbox("operators.extract", "extract_page", self.params.memory_limit_mb)
+        self.sandbox.start()
         self.trafilatura_options = {
             "favor_precision": self.params.favor_precision,
             "favor_recall": self.params.favor_recall,

@@ -28,8 +28,9 @@ def _docs(out: Path, source: str = "web") -> dict[str, dict]:
 
 
 def _cfg(paths, steps=None, **inp) -> dict:
+    # a generous deadline: these tests compare outputs, which must not depend on how loaded the machine is
     return {"input": {"paths": paths, **inp},
-            "steps": steps or [{"name": "extract"}, {"name": "langid"}, {"name": "quality_signals"}]}
+            "steps": steps or [{"name": "extract", "timeout_s": 120}, {"name": "langid"}, {"name": "quality_signals"}]}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_many_small_blocks_give_the_same_documents(reference, tmp_path):
 
 def test_actor_pool_step_gives_the_same_documents(reference, tmp_path):
     out, _ = reference
-    steps = [{"name": "extract"}, {"name": "langid", "resources": {"compute": "actors", "concurrency": 1,
+    steps = [{"name": "extract", "timeout_s": 120}, {"name": "langid", "resources": {"compute": "actors", "concurrency": 1,
                                                                    "num_cpus": 0.5}},
              {"name": "quality_signals"}]
     out2 = tmp_path / "o"

@@ -1,0 +1,173 @@
+"""End-to-end throughput: `curate run` vs a bare multiprocessing loop doing the same work, in one run.
+
+Both sides read the same WARC corpus (bench/make_corpus.py) and do the same calls: warcio records -> the same
+charset decoding -> trafilatura.extract (+ extract_metadata) -> fastText lid.176 -> Gopher/C4 signals -> the
+default pipeline's filter rules -> zstd JSONL. The bare loop has no Ray, no sandbox, no attribute files, no
+per-document stats: the ratio is the price of the framework. Peak RSS is the sum over the whole process tree
+(driver, Ray's own processes, workers, sandbox children), sampled every 0.2 s.
+
+    python bench/e2e.py                # 20,000 pages, 2 workers
+    python bench/e2e.py --pages 2000   # quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+
+# ------------------------------------------------------------------------------------ bare baseline
+def _bare_file(args: tuple[str, str]) -> tuple[int, int]:
+    """One WARC file, no framework: the same calls curate's operators make."""
+    import fasttext
+    import trafilatura
+    import zstandard
+    from trafilatura.metadata import extract_metadata
+    from warcio.archiveiterator import ArchiveIterator
+
+    from operators.extract import decode_html
+    from operators.langid import bundled_lid_model
+    from operators.quality_signals import signals
+
+    path, out_dir = args
+    global _MODEL
+    if "_MODEL" not in globals():
+        _MODEL = fasttext.load_model(bundled_lid_model())
+    lines, n_in = [], 0
+    with open(path, "rb") as fh:
+        for rec in ArchiveIterator(fh):
+            if rec.rec_type != "response":
+                continue
+            n_in += 1
+            body = rec.content_stream().read()
+            ctype = rec.http_headers.get_header("Content-Type")
+            url = rec.rec_headers.get_header("WARC-Target-URI")
+            page, _, _ = decode_html(body, ctype)
+            text = trafilatura.extract(page, url=url, output_format="txt", include_comments=False,
+                                       include_tables=True, deduplicate=False)
+            if not text:
+                continue
+            meta = extract_metadata(page, default_url=url)
+            (label,), (prob,) = _MODEL.predict(" ".join(text[:2000].split()), k=1)
+            s = signals(text)
+            if prob < 0.5 or s["word_count"] < 50 or s["dup_line_frac"] > 0.3 or s["dup_para_frac"] > 0.3 or \
+                    s["symbol_to_word_ratio"] > 0.1 or s["frac_lines_bullet"] > 0.9:
+                continue
+            lines.append(json.dumps({"id": rec.rec_headers.get_header("WARC-Record-ID"), "text": text,
+                                     "metadata": {"url": url, "title": meta.title if meta else None,
+                                                  "lang": label[9:], **s}}, ensure_ascii=False))
+    data = zstandard.ZstdCompressor(level=3).compress(("\n".join(lines) + "\n").encode())
+    Path(out_dir, Path(path).name + ".jsonl.zst").write_bytes(data)
+    return n_in, len(lines)
+
+
+def bare_main(corpus: str, out_dir: str, workers: int) -> None:
+    import multiprocessing as mp
+
+    files = sorted(str(p) for p in Path(corpus).glob("*.warc.gz"))
+    os.makedirs(out_dir, exist_ok=True)
+    with mp.get_context("fork").Pool(workers) as pool:
+        res = list(pool.imap_unordered(_bare_file, [(f, out_dir) for f in files]))
+    print(json.dumps({"docs_in": sum(r[0] for r in res), "docs_out": sum(r[1] for r in res)}))
+
+
+# ------------------------------------------------------------------------------------- measurement
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    """Wall time and peak summed RSS of the process tree of ``cmd``."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, **(env or {})})
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                rss = 0
+                for p in procs:
+                    try:
+                        rss += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            stop.wait(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    stop.set()
+    th.join()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({proc.returncode}):\n{err[-3000:]}")
+    return {"wall_s": wall, "peak_rss_mb": peak / 1e6, "stdout": out, "stderr": err}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pages", type=int, default=20000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--bare-worker", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.bare_worker:
+        bare_main(*a.bare_worker, a.workers)
+        return
+
+    from make_corpus import corpus
+
+    t = time.perf_counter()
+    path = corpus(a.pages)
+    print(f"corpus: {a.pages} pages in {path} ({time.perf_counter() - t:.1f} s to build or find)")
+    tmp = Path(tempfile.mkdtemp(prefix="curate-bench-"))
+    cfg = yaml.safe_load((REPO / "pipeline.yaml").read_text())
+    cfg["input"].update(paths=[str(path)], source="bench")
+    cfg["ray"] = {"num_cpus": a.workers}
+    (tmp / "bench.yaml").write_text(yaml.safe_dump(cfg))
+
+    bare = measure([sys.executable, __file__, "--workers", str(a.workers), "--bare-worker", str(path),
+                    str(tmp / "bare")])
+    bare_counts = json.loads(bare["stdout"].strip().splitlines()[-1])
+    cur = measure([sys.executable, "-m", "curate.cli", "run", str(tmp / "bench.yaml"), "-o", str(tmp / "curate"),
+                   "-q"], env={"RAY_DEDUP_LOGS": "1"})
+    stats = json.loads((tmp / "curate" / "stats.json").read_text())
+    n = stats["totals"]["documents_in"]
+    assert n == bare_counts["docs_in"], (n, bare_counts)
+    ray_start = cur["wall_s"] - stats["elapsed_s"]
+    rows = [
+        ("bare multiprocessing loop", bare["wall_s"], bare_counts["docs_in"] / bare["wall_s"], bare["peak_rss_mb"],
+         bare_counts["docs_out"]),
+        ("curate run (whole command)", cur["wall_s"], n / cur["wall_s"], cur["peak_rss_mb"],
+         stats["totals"]["documents_out"]),
+        ("curate run (after Ray start)", stats["elapsed_s"], n / stats["elapsed_s"], cur["peak_rss_mb"],
+         stats["totals"]["documents_out"]),
+    ]
+    print(f"\n{'':<30}{'wall s':>9}{'docs/s':>9}{'peak RSS MB':>13}{'docs out':>10}")
+    for name, wall, dps, rss, out in rows:
+        print(f"{name:<30}{wall:>9.1f}{dps:>9.1f}{rss:>13.0f}{out:>10}")
+    print(f"\nratio curate/bare (docs/s): whole command {rows[1][2] / rows[0][2]:.2f}x, "
+          f"after Ray start {rows[2][2] / rows[0][2]:.2f}x  (target >= 0.85x)")
+    print(f"Ray start + shutdown: {ray_start:.1f} s")
+    print("per-step seconds (summed over workers): " + ", ".join(
+        f"{s['step']}={s['seconds']:.1f}" for s in stats["steps"]))
+
+
+if __name__ == "__main__":
+    main()
