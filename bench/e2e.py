@@ -4,7 +4,7 @@ Both sides read the same WARC corpus (bench/make_corpus.py) and do the same call
 charset decoding -> trafilatura.extract (+ extract_metadata) -> fastText lid.176 -> Gopher/C4 signals -> the
 default pipeline's filter rules -> zstd JSONL. The bare loop has no Ray, no sandbox, no attribute files, no
 per-document stats: the ratio is the price of the framework. Peak RSS is the sum over the whole process tree
-(driver, Ray's own processes, workers, sandbox children), sampled every 0.2 s.
+(driver, Ray's own processes, workers, sandbox children), sampled every 0.5 s.
 
     python bench/e2e.py                # 20,000 pages, 2 workers
     python bench/e2e.py --pages 2000   # quicker look
@@ -108,7 +108,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
                 peak = max(peak, rss)
             except psutil.Error:
                 pass
-            stop.wait(0.2)
+            stop.wait(0.5)
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()

@@ -198,7 +198,13 @@ def init_ray(cfg: PipelineConfig, address: str | None) -> None:
     addr = address or cfg.ray.address
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if addr:
-        ray.init(address=addr, log_to_driver=True)
+        # ship this project's packages to the cluster's workers; third-party dependencies come from the image
+        import curate
+        import operators
+        import scorers
+
+        mods = [os.path.dirname(m.__file__) for m in (curate, operators, scorers)]
+        ray.init(address=addr, log_to_driver=True, runtime_env={"py_modules": mods})
     else:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.include_dashboard,
                  log_to_driver=True, configure_logging=True, logging_level="WARNING")
