@@ -82,7 +82,7 @@ def _checksum(block: pa.Table) -> pa.Table:
     with np.errstate(over="ignore"):
         h = (u * np.uint64(0x9E3779B97F4A7C15)) ^ (v * np.uint64(0xC2B2AE3D27D4EB4F))
         h ^= h >> np.uint64(29)
-    return pa.table({"n": [len(u)], "s": [int(np.bitwise_xor.reduce(h)) if len(h) else 0]})
+    return pa.table({"n": [len(u)], "s": pa.array([int(np.bitwise_xor.reduce(h)) if len(h) else 0], pa.uint64())})
 
 
 def _signature(ds) -> tuple[int, int]:

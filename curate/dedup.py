@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 import uuid
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,20 @@ from curate.operator import set_column
 NODE_SHIFT = 32
 DECISION_SCHEMA = pa.schema([("node", pa.int64()), ("cluster", pa.string()), ("cluster_size", pa.int64()),
                              ("is_rep", pa.bool_())])
+
+
+@lru_cache(maxsize=1)
+def _punct_table() -> dict[int, None]:
+    import sys
+
+    return {c: None for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")}
+
+
+def normalize(text: str) -> str:
+    """NFKC, casefold (Unicode lowercase: ß and SS agree), punctuation removed, whitespace collapsed."""
+    # NFKC again after casefold: case mappings can decompose (U+01F0 upper-cases to J + combining caron)
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).translate(_punct_table())
+    return " ".join(text.split())
 
 
 def node_ids(table: pa.Table, file_index: dict[str, int]) -> np.ndarray:
@@ -55,12 +71,15 @@ def choose_representatives(members, info, partitions: int):
     Returns Dataset (node, cluster, cluster_size, is_rep), with `cluster` = the representative's id."""
     joined = members.join(info, join_type="inner", num_partitions=partitions, on=("node",))
     return joined.repartition(partitions, keys=["root"]).map_batches(
-        _pick, batch_format="pyarrow", batch_size=None)
+        pick_representatives, batch_format="pyarrow", batch_size=None)
 
 
-def _pick(block: pa.Table) -> pa.Table:
+def pick_representatives(block: pa.Table) -> pa.Table:
     if block.num_rows == 0:
         return DECISION_SCHEMA.empty_table()
+    # a root's (root, root) row can come from several blocks: keep one row per node
+    _, first = np.unique(block.column("node").to_numpy(), return_index=True)
+    block = block.take(np.sort(first))
     root = block.column("root").to_numpy()
     node = block.column("node").to_numpy()
     rank = block.column("rank").to_numpy()

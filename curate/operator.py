@@ -58,6 +58,7 @@ class RunContext:
     out_dir: str
     stats_actor: Any
     step_name: str
+    file_index: dict[str, int]  # input file URL -> its index in the sorted input list (stable node ids)
 
 
 class Operator(ABC):

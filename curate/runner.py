@@ -169,7 +169,9 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
     for step in cfg.steps:
         if issubclass(step.op, DatasetOperator):
             op = step.op(step.params, step.label)
-            ds = op.apply(ds, RunContext(out_dir=out_dir, stats_actor=stats_actor, step_name=step.label))
+            ctx = RunContext(out_dir=out_dir, stats_actor=stats_actor, step_name=step.label,
+                             file_index={url: i for i, (url, _key) in enumerate(files)})
+            ds = op.apply(ds, ctx)
             continue
         res = step.resources
         compute = res.compute or step.op.default_compute

@@ -32,6 +32,11 @@ class StatsActor:
         self.rows: Counter = Counter()
         self.read_files: dict[str, int] = {}
         self.skipped: Counter = Counter()
+        self.info: dict[str, dict[str, Any]] = {}
+
+    def set_info(self, step: str, info: dict[str, Any]) -> None:
+        """Step-specific results a count cannot carry (e.g. dedup's cluster-size histogram)."""
+        self.info[step] = info
 
     def add_time(self, step: str, seconds: float, rows: int) -> None:
         self.seconds[step] += seconds
@@ -44,7 +49,7 @@ class StatsActor:
 
     def snapshot(self) -> dict[str, Any]:
         return {"seconds": dict(self.seconds), "batches": dict(self.batches), "rows": dict(self.rows),
-                "files_read": len(self.read_files), "skipped": dict(self.skipped)}
+                "files_read": len(self.read_files), "skipped": dict(self.skipped), "info": dict(self.info)}
 
 
 def now_iso() -> str:
@@ -91,9 +96,16 @@ class RunStats:
         for step in self.steps:
             dropped, errors = by_step[step]["drop"], by_step[step]["error"]
             out = alive - sum(dropped.values()) - sum(errors.values())
-            rows.append({"step": step, "in": alive, "out": out, "dropped": dict(sorted(dropped.items())),
-                         "errors": dict(sorted(errors.items())), "seconds": round(seconds.get(step, 0.0), 3),
-                         "batches": timing.get("batches", {}).get(step, 0)})
+            row = {"step": step, "in": alive, "out": out, "dropped": dict(sorted(dropped.items())),
+                   "errors": dict(sorted(errors.items())), "seconds": round(seconds.get(step, 0.0), 3),
+                   "batches": timing.get("batches", {}).get(step, 0)}
+            stages = {k.split(":", 1)[1]: round(v, 3) for k, v in seconds.items() if k.startswith(step + ":")}
+            if stages:  # whole-dataset steps time their internal stages (wall seconds)
+                row["stages"] = stages
+                row["seconds"] = round(sum(stages.values()), 3)
+            if step in timing.get("info", {}):
+                row["info"] = timing["info"][step]
+            rows.append(row)
             alive = out
         n_dropped = sum(sum(v["drop"].values()) for v in by_step.values())
         n_errors = sum(sum(v["error"].values()) for v in by_step.values())

@@ -31,15 +31,16 @@ from __future__ import annotations
 
 import os
 import time
-import unicodedata
 from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curate import dedup, schema
+from curate import dedup
+from curate.dedup import normalize
 from curate.operator import DatasetOperator, Params, RunContext, register
 
 U64 = np.uint64
@@ -50,18 +51,6 @@ _NO_SPACE_SCRIPTS = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF9
 
 
 # --------------------------------------------------------------------------------------------- stage 1
-@lru_cache(maxsize=1)
-def _punct_table() -> dict[int, None]:
-    import sys
-
-    return {c: None for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")}
-
-
-def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower().translate(_punct_table())
-    return " ".join(text.split())
-
-
 def uses_char_shingles(text: str) -> bool:
     """True when most letters are in scripts written without spaces between words."""
     sample = text[:2000]
@@ -273,7 +262,9 @@ class MinHashDedup(DatasetOperator):
         timer.done("components", members.count())
 
         members = members.map_batches(_with_roots, batch_format="pyarrow", batch_size=None)
-        info = sigs.select_columns(["node", "id", "rank"]).union(*(_index_info(x) for x in p.against))
+        info = sigs.select_columns(["node", "id", "rank"])
+        if p.against:
+            info = info.union(*(_index_info(x) for x in p.against))
         decisions = dedup.choose_representatives(members, info, p.partitions).materialize()
         summary = dedup.cluster_histogram(decisions)
         timer.done("representatives", decisions.count())
@@ -281,7 +272,7 @@ class MinHashDedup(DatasetOperator):
         scratch = os.path.join(ctx.out_dir, "_work", self.step_name)
         dedup.write_decisions(decisions, scratch)
         if p.save_index:
-            _save_index(sigs, decisions, keys_of=_BandRows(bands, rows), path=p.save_index)
+            _save_index(sigs, decisions, keys_of=_BandRows(bands, rows), path=p.save_index, partitions=p.partitions)
         timer.done("write_decisions", decisions.count())
         timer.info({"bands": bands, "rows": rows, "num_perm": p.num_perm, "documents": n_live, **summary,
                     "bytes_per_document": {"signature_stage": p.num_perm * 4 + 8 + 16,
@@ -339,12 +330,10 @@ class _BandRows:
         n = table.num_rows
         if n == 0:
             return pa.table({"key": pa.array([], pa.int64()), "node": pa.array([], pa.int64())})
-        width = table.schema.field("sig").type.value_type
         flat = table.column("sig").combine_chunks().flatten().to_numpy().astype(np.uint32, copy=False)
         per = len(flat) // n
         sigs = flat.reshape(n, per)
         keys = np.stack([band_keys(s, self.bands, self.rows) for s in sigs]) if n else np.empty((0, self.bands))
-        del width
         nodes = table.column("node").to_numpy()
         return pa.table({"key": pa.array(keys.reshape(-1), pa.int64()),
                          "node": pa.array(np.repeat(nodes, self.bands), pa.int64())})
@@ -395,12 +384,13 @@ def _with_roots(block: pa.Table) -> pa.Table:
 
 
 # --------------------------------------------------------------------------------- incremental index
-def _save_index(sigs, decisions, keys_of: _BandRows, path: str) -> None:
+def _save_index(sigs, decisions, keys_of: _BandRows, path: str, partitions: int) -> None:
     """Band keys of every document this run keeps (representatives and singletons) -> parquet under `path`."""
-    dup_nodes = decisions.filter(lambda r: not r["is_rep"]).select_columns(["node"])
-    dups = {r["node"] for r in dup_nodes.take_all()} if dup_nodes.count() else set()
-    # dups are a minority (and bounded by the decisions table, itself only non-trivial clusters)
-    kept = sigs.filter(lambda r: r["node"] not in dups)
+    def dups_only(block: pa.Table) -> pa.Table:
+        return block.filter(pc.invert(block.column("is_rep"))).select(["node"])
+
+    dups = decisions.map_batches(dups_only, batch_format="pyarrow", batch_size=None)
+    kept = sigs.join(dups, join_type="left_anti", num_partitions=partitions, on=("node",))
     os.makedirs(path, exist_ok=True)
     kept.map_batches(keys_of, batch_format="pyarrow", batch_size=None).select_columns(["key"]).write_parquet(path)
 
@@ -431,5 +421,3 @@ def _index_info(path: str):
     return idx.map_batches(info, batch_format="pyarrow", batch_size=None)
 
 
-__all__ = ["MinHashDedup", "normalize", "token_hashes", "signature", "band_keys", "optimal_bands_rows",
-           "schema"]
