@@ -12,11 +12,10 @@ a row alone. External nodes (band hashes of an earlier run, for incremental dedu
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import unicodedata
 import uuid
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -25,25 +24,44 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import schema
-from curate.operator import set_column
+from curate.operator import DatasetOperator, Params, RunContext, set_column
 
 NODE_SHIFT = 32
 DECISION_SCHEMA = pa.schema([("node", pa.int64()), ("cluster", pa.string()), ("cluster_size", pa.int64()),
                              ("is_rep", pa.bool_())])
 
 
-@lru_cache(maxsize=1)
-def _punct_table() -> dict[int, None]:
-    import sys
-
-    return {c: None for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")}
+_NON_WORD = re.compile(r"[^\w\s]+")
 
 
 def normalize(text: str) -> str:
-    """NFKC, casefold (Unicode lowercase: ß and SS agree), punctuation removed, whitespace collapsed."""
-    # NFKC again after casefold: case mappings can decompose (U+01F0 upper-cases to J + combining caron)
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).translate(_punct_table())
-    return " ".join(text.split())
+    """NFKC, casefold (Unicode lowercase: ß and SS agree), punctuation and symbols removed, whitespace collapsed.
+
+    NFKC runs only on non-ASCII text (it is the identity on ASCII), and again after casefold, because case
+    mappings can decompose (U+01F0 upper-cases to J + combining caron).
+    """
+    return " ".join(_NON_WORD.sub("", _fold(text)).split())
+
+
+def _fold(text: str) -> str:
+    if text.isascii():
+        return text.lower()
+    if not unicodedata.is_normalized("NFKC", text):  # a fast quick-check; most web text is already NFKC
+        text = unicodedata.normalize("NFKC", text)
+    text = text.casefold()
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
+_NON_WORD_BLOCK = re.compile(r"[^\w\s\x00]+")
+
+
+def normalize_many(texts: list[str]) -> list[str]:
+    """normalize() of each text, done as a few regex passes over the whole block (same result, ~3x faster)."""
+    if not texts:
+        return []
+    # folded per document, so the NFKC quick-check skips every already-normalised one; NUL separates documents
+    block = _NON_WORD_BLOCK.sub("", "\x00".join(_fold(t.replace("\x00", "")) for t in texts))
+    return [" ".join(part.split()) for part in block.split("\x00")]
 
 
 def node_ids(table: pa.Table, file_index: dict[str, int]) -> np.ndarray:
@@ -64,12 +82,58 @@ def rank_value(table: pa.Table, attribute: str | None) -> np.ndarray:
     return np.where(np.isnan(col), -np.inf, col)
 
 
+def hash_join(left, right, on: str, how: str, partitions: int, left_types: dict[str, pa.DataType],
+              right_types: dict[str, pa.DataType]):
+    """Join two Ray Datasets on an int64 key whose values are unique on the right (node ids): both sides are
+    widened to one schema, tagged, unioned and hash-shuffled by the key, so matching rows share a block; each
+    block is then joined with numpy searchsorted. One plain shuffle; any column types (signatures are lists).
+    ``how``: "inner" (left columns + right payload) or "left_anti" (left rows without a match)."""
+    cols = {on: pa.int64(), **{c: t for c, t in left_types.items() if c != on},
+            **{c: t for c, t in right_types.items() if c != on}}
+    schema = pa.schema([*cols.items(), ("_side", pa.int8())])
+    lcols, rcols = list(left_types), [c for c in right_types if c != on]
+
+    def widen(side: int):
+        def f(block: pa.Table) -> pa.Table:
+            n = block.num_rows
+            arrays = [block.column(c) if c in block.column_names else pa.nulls(n, t) for c, t in cols.items()]
+            return pa.Table.from_arrays([*arrays, pa.array(np.full(n, side, np.int8))], schema=schema)
+        return f
+
+    def join(block: pa.Table) -> pa.Table:
+        side = block.column("_side").to_numpy()
+        lt = block.filter(pa.array(side == 0))
+        rt = block.filter(pa.array(side == 1))
+        rkeys = rt.column(on).to_numpy()
+        order = np.argsort(rkeys, kind="stable")
+        rkeys = rkeys[order]
+        lkeys = lt.column(on).to_numpy()
+        pos = np.searchsorted(rkeys, lkeys)
+        pos_c = np.minimum(pos, max(len(rkeys) - 1, 0))
+        hit = (pos < len(rkeys)) & (rkeys[pos_c] == lkeys) if len(rkeys) else np.zeros(len(lkeys), bool)
+        if how == "left_anti":
+            return lt.filter(pa.array(~hit)).select(lcols)
+        out = lt.filter(pa.array(hit)).select(lcols)
+        matched = rt.take(order[pos_c[hit]])
+        for c in rcols:
+            out = out.append_column(c, matched.column(c))
+        return out
+
+    both = left.map_batches(widen(0), batch_format="pyarrow", batch_size=None).union(
+        right.map_batches(widen(1), batch_format="pyarrow", batch_size=None))
+    return both.repartition(partitions, keys=[on]).map_batches(join, batch_format="pyarrow", batch_size=None)
+
+
+INFO_TYPES = {"node": pa.int64(), "id": pa.string(), "rank": pa.float64()}
+
+
 def choose_representatives(members, info, partitions: int):
     """members (node, root) for every node of every non-trivial cluster, roots included, joined with
     info (node, id, rank): per cluster the node with the highest rank, then the smallest id, then the smallest
     node is the representative. External nodes (negative) always win: they were kept by an earlier run.
     Returns Dataset (node, cluster, cluster_size, is_rep), with `cluster` = the representative's id."""
-    joined = members.join(info, join_type="inner", num_partitions=partitions, on=("node",))
+    joined = hash_join(members, info, "node", "inner", partitions, {"node": pa.int64(), "root": pa.int64()},
+                       INFO_TYPES)
     return joined.repartition(partitions, keys=["root"]).map_batches(
         pick_representatives, batch_format="pyarrow", batch_size=None)
 
@@ -165,5 +229,24 @@ def cluster_histogram(decisions) -> dict[str, Any]:
             "duplicates": int(n_decided - len(sizes))}
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
+def cluster_outputs(name: str) -> dict[str, pa.DataType]:
+    return {f"{name}__cluster": pa.string(), f"{name}__cluster_size": pa.int64(), f"{name}__is_rep": pa.bool_()}
+
+
+class DedupOperator(DatasetOperator):
+    """What the dedup operators share: the representative rule, its check, and the way back to the documents."""
+
+    @classmethod
+    def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
+        attr = getattr(params, "keep_highest", None)
+        if attr is not None and attr not in available:
+            raise ValueError(f"keep_highest: {attr!r} is made by no earlier step")
+
+    def attach(self, ds, decisions, ctx: RunContext, timer: Any, info: dict[str, Any] | None = None):
+        """Write decisions per input file, report the cluster histogram, and map them onto the documents."""
+        scratch = os.path.join(ctx.out_dir, "_work", self.step_name)
+        write_decisions(decisions, scratch)
+        timer.done("write_decisions", decisions.count())
+        timer.info({**(info or {}), **cluster_histogram(decisions)})
+        return ds.map_batches(DecisionApplier(scratch, self.name, ctx.file_index), batch_format="pyarrow",
+                              batch_size=None, zero_copy_batch=True)

@@ -52,6 +52,23 @@ class StatsActor:
                 "files_read": len(self.read_files), "skipped": dict(self.skipped), "info": dict(self.info)}
 
 
+class StageTimer:
+    """Wall time of the stages of a whole-dataset step, reported as ``<step>:<stage>`` (stats.json `stages`)."""
+
+    def __init__(self, stats_actor: Any, step: str):
+        self.actor, self.step, self.t = stats_actor, step, time.perf_counter()
+
+    def done(self, stage: str, rows: int) -> None:
+        now = time.perf_counter()
+        if self.actor is not None:
+            ray.get(self.actor.add_time.remote(f"{self.step}:{stage}", now - self.t, rows))
+        self.t = now
+
+    def info(self, info: dict[str, Any]) -> None:
+        if self.actor is not None:
+            ray.get(self.actor.set_info.remote(self.step, info))
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 

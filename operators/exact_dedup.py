@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from typing import Literal
 
 import numpy as np
@@ -21,7 +19,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from curate import dedup
-from curate.operator import DatasetOperator, Params, RunContext, register
+from curate.operator import Params, RunContext, register
+from curate.stats import StageTimer
 
 
 class ExactDedupParams(Params):
@@ -34,7 +33,10 @@ class ExactDedupParams(Params):
 def key_of(text: str | None, meta: str | None, key: str) -> int:
     parts = []
     if "text" in key:
-        parts.append(dedup.normalize(text or ""))
+        # a text that normalises to nothing (only symbols, mojibake) is keyed by its raw form instead, so
+        # different garbage is not "identical", while identical garbage still is
+        norm = dedup.normalize(text or "")
+        parts.append(norm if norm or not text else "\x01raw\x01" + text)
     if "url" in key:
         url = (json.loads(meta).get("url") if meta else None) or ""
         parts.append(url)
@@ -43,26 +45,18 @@ def key_of(text: str | None, meta: str | None, key: str) -> int:
 
 
 @register
-class ExactDedup(DatasetOperator):
+class ExactDedup(dedup.DedupOperator):
     """Exact duplicates of normalised text (or URL) across the whole dataset."""
 
     name = "exact_dedup"
     Params = ExactDedupParams
-    outputs = {"exact_dedup__cluster": pa.string(), "exact_dedup__cluster_size": pa.int64(),
-               "exact_dedup__is_rep": pa.bool_()}
-
-    @classmethod
-    def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
-        attr = params.keep_highest  # type: ignore[attr-defined]
-        if attr is not None and attr not in available:
-            raise ValueError(f"keep_highest: {attr!r} is made by no earlier step")
+    outputs = dedup.cluster_outputs("exact_dedup")
 
     def apply(self, ds, ctx: RunContext):
-        import ray
-
         p: ExactDedupParams = self.params  # type: ignore[assignment]
-        t0 = time.perf_counter()
+        timer = StageTimer(ctx.stats_actor, self.step_name)
         ds = ds.materialize()
+        timer.done("materialize_input", ds.count())
         file_index = ctx.file_index
 
         def keys(table: pa.Table) -> pa.Table:
@@ -76,14 +70,8 @@ class ExactDedup(DatasetOperator):
                      .repartition(p.partitions, keys=["root"])
                      .map_batches(_groups, batch_format="pyarrow", batch_size=None)
                      .materialize())
-        scratch = os.path.join(ctx.out_dir, "_work", self.step_name)
-        dedup.write_decisions(decisions, scratch)
-        if ctx.stats_actor is not None:
-            ray.get(ctx.stats_actor.add_time.remote(f"{self.step_name}:hash_group_decide", time.perf_counter() - t0,
-                                                    decisions.count()))
-            ray.get(ctx.stats_actor.set_info.remote(self.step_name, dedup.cluster_histogram(decisions)))
-        return ds.map_batches(dedup.DecisionApplier(scratch, self.name, file_index), batch_format="pyarrow",
-                              batch_size=None, zero_copy_batch=True)
+        timer.done("hash_and_group", decisions.count())
+        return self.attach(ds, decisions, ctx, timer)
 
 
 def _groups(block: pa.Table) -> pa.Table:

@@ -30,9 +30,8 @@ weighted false-positive + false-negative area under the S-curve is chosen, as da
 from __future__ import annotations
 
 import os
-import time
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -40,8 +39,9 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curate import dedup
-from curate.dedup import normalize
-from curate.operator import DatasetOperator, Params, RunContext, register
+from curate.dedup import normalize_many
+from curate.operator import Params, RunContext, register
+from curate.stats import StageTimer
 
 U64 = np.uint64
 _P = U64(0x100000001B3)  # odd multiplier of the byte polynomial (FNV prime)
@@ -111,10 +111,52 @@ def token_hashes(norm: str, ngram: int, char_ngram: int, char_mode: bool) -> np.
         h = np.zeros(m, dtype=U64)
         for j in range(k):
             h = h * _Q + tok[j:j + m]
-        h ^= h >> U64(29)
-        h *= U64(0xBF58476D1CE4E5B9)
-        h ^= h >> U64(32)
-    return np.unique(h.astype(np.uint32))
+    return np.unique(_finish(h))
+
+
+def block_word_shingles(norms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Word k-gram hashes of many normalised documents at once: (hashes uint32, document index), in document
+    order. Equal, per document, to token_hashes(norm, k, ...) up to order and repetition (which MinHash ignores)."""
+    n_docs = len(norms)
+    data = np.frombuffer("\n".join(norms).encode("utf-8"), dtype=np.uint8)
+    if len(data) == 0:
+        return np.empty(0, np.uint32), np.empty(0, np.int64)
+    sep = (data == 0x20) | (data == 0x0A)
+    cuts = np.flatnonzero(sep)
+    starts = np.r_[0, cuts + 1]
+    ends = np.r_[cuts, len(data)]
+    nonempty = ends > starts
+    starts, ends = starts[nonempty], ends[nonempty]
+    newline_before = np.cumsum(np.r_[0, (data == 0x0A)[:-1]])  # docs started before each byte
+    doc = newline_before[starts].astype(np.int64)
+    tok = _segment_hashes(data.astype(U64) + U64(1), starts, ends)
+    words_per_doc = np.bincount(doc, minlength=n_docs)
+    hashes, docs_of = [], []
+    m = len(tok) - k + 1
+    if m > 0:
+        with np.errstate(over="ignore"):
+            h = np.zeros(m, dtype=U64)
+            for j in range(k):
+                h = h * _Q + tok[j:j + m]
+        valid = doc[:m] == doc[k - 1:]
+        hashes.append(_finish(h[valid]))
+        docs_of.append(doc[:m][valid])
+    for d in np.flatnonzero((words_per_doc > 0) & (words_per_doc < k)):  # shorter than one n-gram
+        hashes.append(token_hashes(norms[d], k, k, False))
+        docs_of.append(np.full(len(hashes[-1]), d, dtype=np.int64))
+    if not hashes:
+        return np.empty(0, np.uint32), np.empty(0, np.int64)
+    hv, dv = np.concatenate(hashes), np.concatenate(docs_of)
+    order = np.argsort(dv, kind="stable")
+    return hv[order], dv[order]
+
+
+def _finish(h: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> U64(29))
+        h = h * U64(0xBF58476D1CE4E5B9)
+        h = h ^ (h >> U64(32))
+    return h.astype(np.uint32)
 
 
 def _fmix32(h: np.ndarray) -> np.ndarray:
@@ -133,6 +175,36 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
     a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
     return a.astype(np.uint32), b.astype(np.uint32)
+
+
+def signatures(hash_sets: list[np.ndarray], num_perm: int, seed: int, chunk: int = 1 << 13) -> np.ndarray:
+    """Signatures of many documents at once (n_docs x num_perm)."""
+    lengths = np.fromiter((len(h) for h in hash_sets), dtype=np.int64, count=len(hash_sets))
+    flat = np.concatenate(hash_sets) if hash_sets else np.empty(0, np.uint32)
+    return signatures_flat(flat, np.repeat(np.arange(len(hash_sets)), lengths), len(hash_sets), num_perm, seed,
+                           chunk)
+
+
+def signatures_flat(hashes: np.ndarray, doc_of: np.ndarray, n: int, num_perm: int, seed: int,
+                    chunk: int = 1 << 13) -> np.ndarray:
+    """One vectorised pass over the token hashes of many documents (doc_of sorted), reduced per document with
+    minimum.reduceat: numpy's per-call overhead is paid per block, not per document. Rows of documents without
+    shingles stay all-max (datasketch's empty MinHash)."""
+    a, b = permutations(num_perm, seed)
+    out = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    if n == 0 or len(hashes) == 0:
+        return out
+    allh = _fmix32(hashes.astype(np.uint32))
+    with np.errstate(over="ignore"):
+        for s in range(0, len(allh), chunk):  # bounded memory: chunk x num_perm uint32 at a time
+            hv, docs = allh[s:s + chunk], doc_of[s:s + chunk]
+            vals = hv[:, None] * a[None, :] + b[None, :]  # (chunk, num_perm): rows contiguous for reduceat
+            starts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
+            mins = np.minimum.reduceat(vals, starts, axis=0)  # (docs in chunk, num_perm)
+            rows = docs[starts]
+            np.minimum(out[rows], mins, out=mins)
+            out[rows] = mins
+    return out
 
 
 def signature(hashes: np.ndarray, num_perm: int, seed: int, chunk: int = 4096) -> np.ndarray:
@@ -218,24 +290,17 @@ SIG_SCHEMA = pa.schema([("node", pa.int64()), ("id", pa.string()), ("rank", pa.f
 
 
 @register
-class MinHashDedup(DatasetOperator):
+class MinHashDedup(dedup.DedupOperator):
     """Near-duplicate clusters with MinHash LSH and distributed connected components."""
 
     name = "minhash_dedup"
     Params = MinHashParams
-    outputs = {"minhash_dedup__cluster": pa.string(), "minhash_dedup__cluster_size": pa.int64(),
-               "minhash_dedup__is_rep": pa.bool_()}
-
-    @classmethod
-    def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
-        attr = params.keep_highest  # type: ignore[attr-defined]
-        if attr is not None and attr not in available:
-            raise ValueError(f"keep_highest: {attr!r} is made by no earlier step")
+    outputs = dedup.cluster_outputs("minhash_dedup")
 
     def apply(self, ds, ctx: RunContext):
         p: MinHashParams = self.params  # type: ignore[assignment]
         bands, rows = p.band_rows()
-        timer = _Timer(ctx, self.step_name)
+        timer = StageTimer(ctx.stats_actor, self.step_name)
         ds = ds.materialize()
         timer.done("materialize_input", ds.count())
 
@@ -266,38 +331,14 @@ class MinHashDedup(DatasetOperator):
         if p.against:
             info = info.union(*(_index_info(x) for x in p.against))
         decisions = dedup.choose_representatives(members, info, p.partitions).materialize()
-        summary = dedup.cluster_histogram(decisions)
         timer.done("representatives", decisions.count())
-
-        scratch = os.path.join(ctx.out_dir, "_work", self.step_name)
-        dedup.write_decisions(decisions, scratch)
         if p.save_index:
             _save_index(sigs, decisions, keys_of=_BandRows(bands, rows), path=p.save_index, partitions=p.partitions)
-        timer.done("write_decisions", decisions.count())
-        timer.info({"bands": bands, "rows": rows, "num_perm": p.num_perm, "documents": n_live, **summary,
-                    "bytes_per_document": {"signature_stage": p.num_perm * 4 + 8 + 16,
-                                           "band_stage": bands * 16, "decision_stage": "~40 (duplicates only)"}})
-        return ds.map_batches(dedup.DecisionApplier(scratch, self.name, file_index), batch_format="pyarrow",
-                              batch_size=None, zero_copy_batch=True)
-
-
-class _Timer:
-    def __init__(self, ctx: RunContext, label: str):
-        self.ctx, self.label, self.t = ctx, label, time.perf_counter()
-
-    def done(self, stage: str, rows: int) -> None:
-        import ray
-
-        now = time.perf_counter()
-        if self.ctx.stats_actor is not None:
-            ray.get(self.ctx.stats_actor.add_time.remote(f"{self.label}:{stage}", now - self.t, rows))
-        self.t = now
-
-    def info(self, info: dict[str, Any]) -> None:
-        import ray
-
-        if self.ctx.stats_actor is not None:
-            ray.get(self.ctx.stats_actor.set_info.remote(self.label, info))
+            timer.done("save_index", 0)
+        return self.attach(ds, decisions, ctx, timer, {
+            "bands": bands, "rows": rows, "num_perm": p.num_perm, "documents": n_live,
+            "bytes_per_document": {"signature_stage": p.num_perm * 4 + 8 + 16, "band_stage": bands * 16,
+                                   "decision_stage": "~40 (duplicates only)"}})
 
 
 class _Signer:
@@ -310,12 +351,18 @@ class _Signer:
         sub = table.filter(pa.array(live))
         nodes = dedup.node_ids(sub, self.file_index)
         ranks = dedup.rank_value(sub, p.keep_highest)
-        sigs = []
-        for text in sub.column("text").to_pylist():
-            norm = normalize(text or "")
-            char_mode = p.shingle == "char" or (p.shingle == "auto" and uses_char_shingles(norm))
-            sigs.append(signature(token_hashes(norm, p.ngram, p.char_ngram, char_mode), p.num_perm, p.seed))
-        flat = np.concatenate(sigs) if sigs else np.empty(0, np.uint32)
+        norms = normalize_many([t or "" for t in sub.column("text").to_pylist()])
+        char_mode = np.array([p.shingle == "char" or (p.shingle == "auto" and uses_char_shingles(x)) for x in norms],
+                             dtype=bool)
+        word_docs = np.flatnonzero(~char_mode)
+        hv, dv = block_word_shingles([norms[i] for i in word_docs], p.ngram)
+        sig = np.full((len(norms), p.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+        sig[word_docs] = signatures_flat(hv, dv, len(word_docs), p.num_perm, p.seed)
+        char_docs = np.flatnonzero(char_mode)
+        if len(char_docs):
+            sig[char_docs] = signatures([token_hashes(norms[i], p.ngram, p.char_ngram, True) for i in char_docs],
+                                        p.num_perm, p.seed)
+        flat = sig.reshape(-1)
         sig_col = pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, p.num_perm, dtype=np.int32)),
                                            pa.array(flat, pa.uint32()))
         return pa.table({"node": pa.array(nodes, pa.int64()), "id": sub.column("id"), "rank": pa.array(ranks),
@@ -333,8 +380,12 @@ class _BandRows:
         flat = table.column("sig").combine_chunks().flatten().to_numpy().astype(np.uint32, copy=False)
         per = len(flat) // n
         sigs = flat.reshape(n, per)
-        keys = np.stack([band_keys(s, self.bands, self.rows) for s in sigs]) if n else np.empty((0, self.bands))
-        nodes = table.column("node").to_numpy()
+        # no shingles (empty, or nothing left after normalisation): nothing to compare, so no bucket rows
+        has = ~(sigs == np.iinfo(np.uint32).max).all(axis=1)
+        sigs = sigs[has]
+        keys = np.stack([band_keys(s, self.bands, self.rows) for s in sigs]) if len(sigs) else \
+            np.empty((0, self.bands), np.int64)
+        nodes = table.column("node").to_numpy()[has]
         return pa.table({"key": pa.array(keys.reshape(-1), pa.int64()),
                          "node": pa.array(np.repeat(nodes, self.bands), pa.int64())})
 
@@ -357,10 +408,11 @@ def _bucket_edges(block: pa.Table) -> pa.Table:
 
 def _verify(edges, info, threshold: float, partitions: int):
     """Keep edges whose endpoints' signatures agree on at least `threshold` of their positions."""
-    left = edges.join(info.rename_columns({"node": "u", "sig": "sig_u"}), join_type="inner",
-                      num_partitions=partitions, on=("u",))
-    both = left.join(info.rename_columns({"node": "v", "sig": "sig_v"}), join_type="inner",
-                     num_partitions=partitions, on=("v",))
+    sig_t = pa.list_(pa.uint32())
+    left = dedup.hash_join(edges, info.rename_columns({"node": "u", "sig": "sig_u"}), "u", "inner", partitions,
+                           {"u": pa.int64(), "v": pa.int64()}, {"u": pa.int64(), "sig_u": sig_t})
+    both = dedup.hash_join(left, info.rename_columns({"node": "v", "sig": "sig_v"}), "v", "inner", partitions,
+                           {"u": pa.int64(), "v": pa.int64(), "sig_u": sig_t}, {"v": pa.int64(), "sig_v": sig_t})
 
     def keep(block: pa.Table) -> pa.Table:
         if block.num_rows == 0:
@@ -390,7 +442,8 @@ def _save_index(sigs, decisions, keys_of: _BandRows, path: str, partitions: int)
         return block.filter(pc.invert(block.column("is_rep"))).select(["node"])
 
     dups = decisions.map_batches(dups_only, batch_format="pyarrow", batch_size=None)
-    kept = sigs.join(dups, join_type="left_anti", num_partitions=partitions, on=("node",))
+    kept = dedup.hash_join(sigs, dups, "node", "left_anti", partitions, dict(zip(SIG_SCHEMA.names, SIG_SCHEMA.types)),
+                           {"node": pa.int64()})
     os.makedirs(path, exist_ok=True)
     kept.map_batches(keys_of, batch_format="pyarrow", batch_size=None).select_columns(["key"]).write_parquet(path)
 

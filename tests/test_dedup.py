@@ -338,3 +338,16 @@ def test_minhash_stats_info_in_stats_json(result):
     info = next(s for s in stats["steps"] if s["step"] == "minhash_dedup")["info"]
     assert info["bands"] == 14 and info["rows"] == 8 and info["clusters_by_size"]
     json.dumps(stats)
+
+
+def test_verification_keeps_true_pairs_and_drops_loose_ones(ray_session, corpus, result, tmp_path):
+    d, _, truth, _ = corpus
+    rows, _ = result
+    strict, _ = _run([str(d)], tmp_path / "out", verify_threshold=0.95)
+    hi = [(v, b) for v, (b, j) in truth.items() if j >= 0.97]
+    assert all(strict[v]["minhash_dedup__cluster"] == strict[b]["minhash_dedup__cluster"] for v, b in hi)
+    lo = [(v, b) for v, (b, j) in truth.items() if j < 0.8]
+    # pairs LSH joined below J=0.8 are cut by a 0.95 signature agreement check
+    joined_before = sum(rows[v]["minhash_dedup__cluster"] == rows[b]["minhash_dedup__cluster"] for v, b in lo)
+    joined_after = sum(strict[v]["minhash_dedup__cluster"] == strict[b]["minhash_dedup__cluster"] for v, b in lo)
+    assert joined_before > 0 and joined_after == 0

@@ -1,0 +1,57 @@
+"""Wall time and memory of a command's whole process tree (driver, Ray's processes, workers, children)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def measure(cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None, every: float = 0.5) -> dict:
+    """Run ``cmd``; sample RSS every ``every`` s. Returns wall_s, tree_mb (peak of the summed tree), driver_mb
+    (peak of the root process), worker_mb (peak of the largest other process), stdout, stderr."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    peaks: dict[int, int] = defaultdict(int)
+    tree_peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal tree_peak
+        try:
+            root = psutil.Process(proc.pid)
+        except psutil.Error:
+            return
+        while not stop.is_set():
+            total = 0
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    try:
+                        rss = p.memory_info().rss
+                    except psutil.Error:
+                        continue
+                    peaks[p.pid] = max(peaks[p.pid], rss)
+                    total += rss
+            except psutil.Error:
+                pass
+            tree_peak = max(tree_peak, total)
+            stop.wait(every)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    stop.set()
+    th.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]} failed ({proc.returncode}):\n{err[-4000:]}")
+    driver = peaks.pop(proc.pid, 0)
+    return {"wall_s": time.perf_counter() - t0, "tree_mb": tree_peak / 1e6, "driver_mb": driver / 1e6,
+            "worker_mb": max(peaks.values(), default=0) / 1e6, "stdout": out, "stderr": err}
