@@ -176,6 +176,9 @@ def parse_config(raw: Any, path: str | None = None) -> PipelineConfig:
         steps.append(StepSpec(name=name, label=label, op=op, params=params, resources=resources))
         available.update(op.outputs)
 
+    for i, st in enumerate(steps[:-1]):
+        if st.op.writes_documents:
+            problems.append(f"steps[{i}]: `{st.name}` writes the output documents and must be the last step")
     if problems:
         raise ConfigError(problems)
     return PipelineConfig(input=input_spec, output=output_spec, ray=ray_spec, steps=steps, path=path)

@@ -180,27 +180,31 @@ def write_decisions(decisions, scratch: str) -> None:
     decisions.map_batches(write, batch_format="pyarrow", batch_size=None).materialize()
 
 
+def load_decisions(scratch: str, nodes: np.ndarray) -> pa.Table | None:
+    """The decisions written by `write_decisions` for the input files these nodes come from (None if none)."""
+    parts = []
+    for f in np.unique(nodes >> NODE_SHIFT):
+        d = os.path.join(scratch, str(int(f)))
+        if os.path.isdir(d):
+            parts.append(pq.read_table(d))
+    return pa.concat_tables(parts) if parts else None
+
+
 class DecisionApplier:
     """Per block: read the decisions of the block's files, and write the cluster attributes of live rows."""
 
     def __init__(self, scratch: str, prefix: str, file_index: dict[str, int]):
         self.scratch, self.prefix, self.file_index = scratch, prefix, file_index
 
-    def _load(self, fidx: int) -> dict[int, tuple[str, int, bool]]:
-        d = os.path.join(self.scratch, str(fidx))
-        if not os.path.isdir(d):
-            return {}
-        t = pq.read_table(d)
-        return {n: (c, s, r) for n, c, s, r in zip(t.column("node").to_pylist(), t.column("cluster").to_pylist(),
-                                                   t.column("cluster_size").to_pylist(),
-                                                   t.column("is_rep").to_pylist())}
-
     def __call__(self, table: pa.Table) -> pa.Table:
         nodes = node_ids(table, self.file_index)
         live = live_mask(table)
         decided: dict[int, tuple[str, int, bool]] = {}
-        for f in np.unique(nodes >> NODE_SHIFT):
-            decided.update(self._load(int(f)))
+        t = load_decisions(self.scratch, nodes)
+        if t is not None:
+            decided = {n: (c, s, r) for n, c, s, r in zip(t.column("node").to_pylist(), t.column("cluster").to_pylist(),
+                                                         t.column("cluster_size").to_pylist(),
+                                                         t.column("is_rep").to_pylist())}
         ids = table.column("id").to_pylist()
         cluster, size, rep = [], [], []
         for n, i, alive in zip(nodes.tolist(), ids, live.tolist()):

