@@ -67,6 +67,50 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokstats(args: argparse.Namespace) -> int:
+    """Tokenizer metrics per language over a run's documents, for one or more tokenizers side by side."""
+    import io
+
+    import zstandard
+
+    from curate.tokenizers import load
+    from curate.tokens import TokStats
+
+    root = Path(args.output)
+    files = sorted((root / "documents").rglob("*.jsonl.*"))
+    if not files:
+        print(f"{root}/documents: no document files", file=sys.stderr)
+        return 2
+    docs = []
+    for path in files:
+        raw = path.read_bytes()
+        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read() if path.suffix == ".zst" \
+            else __import__("gzip").decompress(raw)
+        docs += [json.loads(x) for x in data.decode("utf-8").splitlines()]
+    langs: dict[str, str] = {}
+    for path in sorted((root / "attributes" / "langid").rglob("*.jsonl.*")):
+        raw = path.read_bytes()
+        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read() if path.suffix == ".zst" \
+            else __import__("gzip").decompress(raw)
+        for line in data.decode("utf-8").splitlines():
+            a = json.loads(line)
+            spans = a["attributes"].get("langid__lang") or []
+            if spans:
+                langs[a["id"]] = spans[0][2]
+    print(f"{'tokenizer':<24}{'lang':<6}{'docs':>6}{'tokens':>10}{'fertility':>10}{'chars/tok':>10}"
+          f"{'unique':>8}{'whole words':>12}")
+    for spec in args.tokenizer:
+        tok = load(spec)
+        st = TokStats()
+        texts = [d["text"] for d in docs]
+        for d, ids in zip(docs, tok.encode_batch(texts)):
+            st.add(langs.get(d["id"]), d["text"], ids, tok.token_strings(ids))
+        for lang, m in st.report().items():
+            print(f"{spec:<24}{lang:<6}{m['documents']:>6}{m['tokens']:>10}{m['fertility'] or 0:>10.3f}"
+                  f"{m['chars_per_token'] or 0:>10.3f}{m['unique_tokens']:>8}{m['whole_word_share'] or 0:>12.3f}")
+    return 0
+
+
 def _cmd_operators(args: argparse.Namespace) -> int:
     from curate.config import describe_operators
 
@@ -92,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output")
     p.add_argument("-n", "--samples", type=int, default=3)
     p.set_defaults(fn=_cmd_inspect)
+    p = sub.add_parser("tokstats", help="tokenizer metrics per language over a run's documents")
+    p.add_argument("output")
+    p.add_argument("--tokenizer", action="append", required=True,
+                   help="tiktoken:<encoding> or hf:<tokenizer.json>; repeat to compare")
+    p.set_defaults(fn=_cmd_tokstats)
     p = sub.add_parser("operators", help="list operators and their parameters (JSON)")
     p.set_defaults(fn=_cmd_operators)
     args = parser.parse_args(argv)

@@ -164,17 +164,22 @@ def pick_representatives(block: pa.Table) -> pa.Table:
                      "cluster_size": pa.array(sizes[keep], pa.int64()), "is_rep": pa.array(is_rep[keep])})
 
 
+def write_by_file(block: pa.Table, scratch: str) -> None:
+    """Rows keyed by node, written under ``scratch/<file index>/`` (read back with `load_decisions`)."""
+    if block.num_rows == 0:
+        return
+    fidx = block.column("node").to_numpy() >> NODE_SHIFT
+    for f in np.unique(fidx):
+        part = block.filter(pa.array(fidx == f))
+        d = os.path.join(scratch, str(int(f)))
+        os.makedirs(d, exist_ok=True)
+        pq.write_table(part, os.path.join(d, f"{uuid.uuid4().hex}.parquet"))
+
+
 def write_decisions(decisions, scratch: str) -> None:
     """Decisions partitioned by input file under ``scratch/<file index>/``, for `DecisionApplier`."""
     def write(block: pa.Table) -> pa.Table:
-        if block.num_rows == 0:
-            return pa.table({"n": [0]})
-        fidx = block.column("node").to_numpy() >> NODE_SHIFT
-        for f in np.unique(fidx):
-            part = block.filter(pa.array(fidx == f))
-            d = os.path.join(scratch, str(int(f)))
-            os.makedirs(d, exist_ok=True)
-            pq.write_table(part, os.path.join(d, f"{uuid.uuid4().hex}.parquet"))
+        write_by_file(block, scratch)
         return pa.table({"n": [block.num_rows]})
 
     decisions.map_batches(write, batch_format="pyarrow", batch_size=None).materialize()

@@ -66,13 +66,15 @@ class TokStats:
         self.n = defaultdict(lambda: {"docs": 0, "words": 0, "chars": 0, "tokens": 0, "whole": 0, "checked": 0})
         self.unique: dict[str, set[int]] = defaultdict(set)
 
-    def add(self, lang: str | None, text: str, ids: list[int], surfaces: list[str] | None = None) -> None:
+    def add(self, lang: str | None, text: str, ids: list[int], surfaces: list[str] | None = None,
+            track_unique: bool = True) -> None:
         s = self.n[lang or "und"]
         s["docs"] += 1
         s["words"] += len(text.split())
         s["chars"] += len(text)
         s["tokens"] += len(ids)
-        self.unique[lang or "und"].update(ids)
+        if track_unique:  # callers with many documents add the unique ids in bulk (numpy) instead
+            self.unique[lang or "und"].update(ids)
         if surfaces is not None:
             words = set(_WORD.findall(text))
             s["checked"] += len(surfaces)

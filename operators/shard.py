@@ -112,9 +112,15 @@ def split_document(text: str, tok: Any, max_tokens: int, spans: list | None) -> 
     return pieces
 
 
+INDEX_COLS = ["node", "k", "parts", "start", "end", "h", "piece_id", "tokens"]
+
+
 class _Pieces:
-    def __init__(self, p: ShardParams, file_index: dict[str, int]):
-        self.p, self.file_index = p, file_index
+    """Tokenize and split; the token ids go straight to per-input-file files (read back by the shard writer),
+    so only the small index (no ids) goes through the global sort."""
+
+    def __init__(self, p: ShardParams, file_index: dict[str, int], ids_dir: str):
+        self.p, self.file_index, self.ids_dir = p, file_index, ids_dir
 
     def __call__(self, table: pa.Table) -> pa.Table:
         p = self.p
@@ -135,37 +141,67 @@ class _Pieces:
                 for key, v in (("node", node), ("k", k), ("parts", len(pieces)), ("start", a), ("end", b),
                                ("h", id_hash(pid)), ("piece_id", pid), ("tokens", len(pids)), ("ids", pids)):
                     rows[key].append(v)
-        return pa.table({k: pa.array(v, t) for (k, v), t in zip(rows.items(), PIECE_TYPES.values())})
+        ids = rows.pop("ids")
+        table = pa.table({k: pa.array(v, PIECE_TYPES[k]) for k, v in rows.items()})
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        flat = np.concatenate([np.asarray(x, dtype=np.uint32) for x in ids]) if ids else np.empty(0, np.uint32)
+        id_col = pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32)),
+                                          pa.array(flat, pa.uint32()))
+        dedup.write_by_file(table.select(["node", "k"]).append_column("ids", id_col), self.ids_dir)
+        return table.select(INDEX_COLS)
 
 
-def _block_sum(block: pa.Table) -> pa.Table:
+def _range_of(h: np.ndarray, ranges: int) -> np.ndarray:
+    """Equal-width ranges of the (uniform) signed 64-bit id hash, in order: a range partition without sampling."""
+    return ((h.astype(np.float64) + 2.0 ** 63) * (ranges / 2.0 ** 64)).astype(np.int64).clip(0, ranges - 1)
+
+
+def _with_range(ranges: int):
+    def f(block: pa.Table) -> pa.Table:
+        return block.append_column("range", pa.array(_range_of(block.column("h").to_numpy(), ranges)))
+    return f
+
+
+def _sort_block(block: pa.Table) -> pa.Table:
+    """Rows of whole ranges, in global order: by range, then the id hash, id, node, piece."""
     if block.num_rows == 0:
-        return pa.table({"key": pa.array([], pa.string()), "tokens": pa.array([], pa.int64())})
-    return pa.table({"key": [_key(block, 0)], "tokens": [int(pc.sum(block.column("tokens")).as_py())]})
+        return block
+    ids = np.array(block.column("piece_id").to_pylist(), dtype=object).astype(str)
+    order = np.lexsort((block.column("k").to_numpy(), block.column("node").to_numpy(), ids,
+                        block.column("h").to_numpy(), block.column("range").to_numpy()))
+    return block.take(order)
 
 
-def _key(block: pa.Table, i: int) -> str:
-    return json.dumps([block.column(c)[i].as_py() for c in ("h", "piece_id", "node", "k")])
+def _range_sums(block: pa.Table) -> pa.Table:
+    r = block.column("range").to_numpy()
+    t = block.column("tokens").to_numpy()
+    u = np.unique(r)
+    return pa.table({"range": pa.array(u, pa.int64()), "tokens": pa.array([int(t[r == x].sum()) for x in u],
+                                                                         pa.int64())})
 
 
 class _Assign:
-    def __init__(self, offsets: dict[str, int], per_shard: int):
+    def __init__(self, offsets: dict[int, int], per_shard: int):
         self.offsets, self.per_shard = offsets, per_shard
 
     def __call__(self, block: pa.Table) -> pa.Table:
         if block.num_rows == 0:
             return block.append_column("shard", pa.array([], pa.int64()))
-        start = self.offsets[_key(block, 0)]
+        r = block.column("range").to_numpy()
         tokens = block.column("tokens").to_numpy()
-        before = start + np.cumsum(tokens) - tokens
-        return block.append_column("shard", pa.array(before // self.per_shard, pa.int64()))
+        shard = np.empty(len(r), dtype=np.int64)
+        for x in np.unique(r):  # rows of one range are contiguous and in order (_sort_block)
+            m = r == x
+            t = tokens[m]
+            shard[m] = (self.offsets[int(x)] + np.cumsum(t) - t) // self.per_shard
+        return block.append_column("shard", pa.array(shard))
 
 
 class _Explode:
     """One row per piece with its shard, text slice, ids; attributes copied (spans clipped into the piece)."""
 
-    def __init__(self, scratch: str, file_index: dict[str, int]):
-        self.scratch, self.file_index = scratch, file_index
+    def __init__(self, scratch: str, ids_dir: str, file_index: dict[str, int]):
+        self.scratch, self.ids_dir, self.file_index = scratch, ids_dir, file_index
 
     def __call__(self, table: pa.Table) -> pa.Table:
         live = table.filter(pa.array(dedup.live_mask(table)))
@@ -178,6 +214,10 @@ class _Explode:
         row_of = {n: i for i, n in enumerate(nodes.tolist())}
         order = np.lexsort((dec.column("k").to_numpy(), dec.column("node").to_numpy()))
         dec = dec.take(order)
+        ids_t = dedup.load_decisions(self.ids_dir, nodes)
+        ids_t = ids_t.take(np.lexsort((ids_t.column("k").to_numpy(), ids_t.column("node").to_numpy())))
+        if not (ids_t.column("node").equals(dec.column("node")) and ids_t.column("k").equals(dec.column("k"))):
+            raise RuntimeError("token ids and shard assignments disagree (a partial earlier run in _work?)")
         src_rows = [row_of[n] for n in dec.column("node").to_pylist()]
         base = live.take(src_rows)
         starts, ends = dec.column("start").to_pylist(), dec.column("end").to_pylist()
@@ -191,7 +231,7 @@ class _Explode:
             metas.append(json.dumps(d, ensure_ascii=False, sort_keys=True))
         out = {"piece_id": dec.column("piece_id"), "text": pa.array(texts, pa.string()), "source": base.column("source"),
                "created": base.column("created"), "metadata": pa.array(metas, pa.string()), "h": dec.column("h"),
-               "shard": dec.column("shard"), "ids": dec.column("ids")}
+               "shard": dec.column("shard"), "ids": ids_t.column("ids")}
         for c in attr_cols:
             col = base.column(c)
             if pa.types.is_list(col.type):  # spans: keep those inside the piece, shifted to its offsets
@@ -243,7 +283,13 @@ class _ShardWriter:
             texts = part.column("text").to_pylist()
             for i, (lang, text, tids) in enumerate(zip(langs, texts, ids)):
                 surf = tok.token_strings(tids) if i < p.metrics_docs else None
-                stats.add(lang, text, tids, surf)
+                stats.add(lang, text, tids, surf, track_unique=False)
+            flat = part.column("ids").combine_chunks()
+            lens = pc.list_value_length(flat).to_numpy()
+            values = flat.flatten().to_numpy()
+            lang_of_token = np.repeat(np.array([x or "und" for x in langs], dtype=object), lens)
+            for lang in set(lang_of_token.tolist()):
+                stats.unique[lang].update(np.unique(values[lang_of_token == lang]).tolist())
             rows.append({"shard": int(s), "files": json.dumps(files), "documents": part.num_rows,
                          "characters": int(sum(len(t) for t in texts)), "tokens": n_tokens,
                          "languages": json.dumps(dict(sorted(Counter(x or "und" for x in langs).items()))),
@@ -278,21 +324,31 @@ class Shard(DatasetOperator):
         ds = ds.materialize()
         timer.done("materialize_input", ds.count())
 
-        pieces = ds.map_batches(_Pieces(p, ctx.file_index), batch_format="pyarrow", batch_size=None).materialize()
-        timer.done("tokenize_split", pieces.count())
-        ordered = pieces.sort(["h", "piece_id", "node", "k"]).materialize()
-        sums = sorted((r["key"], r["tokens"]) for r in
-                      ordered.map_batches(_block_sum, batch_format="pyarrow", batch_size=None).take_all())
-        offsets, acc = {}, 0
-        for key, n in sorted(sums, key=lambda kv: json.loads(kv[0])):
-            offsets[key] = acc
-            acc += n
-        assigned = ordered.map_batches(_Assign(offsets, p.tokens_per_shard), batch_format="pyarrow", batch_size=None)
         scratch = os.path.join(ctx.out_dir, "_work", self.step_name)
-        dedup.write_decisions(assigned, scratch)
+        ids_dir = os.path.join(scratch, "ids")
+        pieces = ds.map_batches(_Pieces(p, ctx.file_index, ids_dir), batch_format="pyarrow",
+                                batch_size=None).materialize()
+        timer.done("tokenize_split", pieces.count())
+        # global order by id hash: equal-width hash ranges, hash-shuffled so each range is in one block, sorted
+        # locally; per-range token sums (a few numbers) give every range its offset
+        ranges = 4 * p.partitions
+        ordered = (pieces.map_batches(_with_range(ranges), batch_format="pyarrow", batch_size=None)
+                   .repartition(p.partitions, keys=["range"])
+                   .map_batches(_sort_block, batch_format="pyarrow", batch_size=None).materialize())
+        sums: dict[int, int] = {}
+        for row in ordered.map_batches(_range_sums, batch_format="pyarrow", batch_size=None).take_all():
+            sums[row["range"]] = sums.get(row["range"], 0) + row["tokens"]
+        offsets, acc = {}, 0
+        for rng in sorted(sums):
+            offsets[rng] = acc
+            acc += sums[rng]
+        assigned = ordered.map_batches(_Assign(offsets, p.tokens_per_shard), batch_format="pyarrow", batch_size=None)
+        assign_dir = os.path.join(scratch, "assign")
+        dedup.write_decisions(assigned, assign_dir)
         timer.done("assign", acc)
 
-        exploded = ds.map_batches(_Explode(scratch, ctx.file_index), batch_format="pyarrow", batch_size=None)
+        exploded = ds.map_batches(_Explode(assign_dir, ids_dir, ctx.file_index), batch_format="pyarrow",
+                                  batch_size=None)
         manifest_rows = (exploded.repartition(p.partitions, keys=["shard"])
                          .map_batches(_ShardWriter(p, ctx), batch_format="pyarrow", batch_size=None).take_all())
         timer.done("write_shards", acc)

@@ -1,0 +1,248 @@
+"""Tokenizer-aware sharding: exact token counts, balance, no straddling, re-joinable splits, token round trip."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from conftest import ENGLISH, SAMPLE, read_zst_jsonl, write_jsonl
+from curate.config import ConfigError, parse_config
+from curate.runner import run_pipeline
+from curate.tokenizers import load
+from curate.tokens import read_part
+from operators.shard import split_document
+
+MULTI = {
+    "zh": "北京是中华人民共和国的首都，也是全国的政治中心和文化中心。长城是中国古代的军事防御工程。",
+    "ar": "القاهرة هي عاصمة جمهورية مصر العربية وأكبر مدنها، وتقع على ضفاف نهر النيل.",
+    "hi": "नई दिल्ली भारत की राजधानी है और यह यमुना नदी के किनारे स्थित है।",
+    "ja": "東京は日本の首都であり、世界で最も人口の多い都市圏の一つです。",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shard_in")
+    docs = []
+    for i in range(60):
+        n = 1 + (i * 7) % 23  # varied lengths, some long enough to split
+        text = "\n".join(ENGLISH[(i + j) % len(ENGLISH)] for j in range(n))
+        docs.append({"id": f"doc{i:03d}", "text": text})
+    for lang, t in MULTI.items():
+        docs.append({"id": f"ml_{lang}", "text": (t + "\n") * 12})
+    docs.append({"id": "oneword", "text": "x" * 5000})  # no boundary at all: split at characters
+    write_jsonl(d / "a.jsonl", docs[:40])
+    write_jsonl(d / "b.jsonl", docs[40:])
+    return d, {x["id"]: x["text"] for x in docs}
+
+
+def _run(paths, out: Path, tokenizer="tiktoken:cl100k_base", per_shard=3000, max_doc=400, **extra):
+    cfg = parse_config({"input": {"paths": paths}, "steps": [
+        {"name": "langid"},
+        {"name": "shard", "tokenizer": tokenizer, "tokens_per_shard": per_shard, "max_doc_tokens": max_doc,
+         "partitions": 3, **extra}]})
+    stats = run_pipeline(cfg, str(out), progress=False)
+    return json.loads((out / "manifest.json").read_text()), stats
+
+
+@pytest.fixture(scope="module")
+def sharded(ray_session, corpus, tmp_path_factory):
+    d, _ = corpus
+    out = tmp_path_factory.mktemp("sh") / "out"
+    manifest, stats = _run([str(d)], out)
+    return out, manifest, stats
+
+
+def _shard_docs(out: Path) -> dict[int, list[dict]]:
+    return {int(f.name.split("-")[1].split(".")[0]): read_zst_jsonl(f)
+            for f in sorted((out / "documents" / "web").glob("shard-*.jsonl.zst"))}
+
+
+def test_manifest_token_counts_equal_retokenizing(sharded):
+    out, manifest, _ = sharded
+    tok = load("tiktoken:cl100k_base")
+    shards = _shard_docs(out)
+    assert len(shards) == manifest["totals"]["shards"] >= 3
+    for s in manifest["shards"]:
+        docs = shards[s["shard"]]
+        assert s["documents"] == len(docs)
+        assert s["tokens"] == sum(tok.count([d["text"] for d in docs]))
+        assert s["characters"] == sum(len(d["text"]) for d in docs)
+    # tiktoken's own expected sha256 of cl100k_base.tiktoken: the identity is the vocabulary file's hash
+    assert manifest["tokenizer"]["vocab_sha256"] == "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+
+
+def test_shards_are_balanced_within_one_piece(sharded):
+    _, manifest, _ = sharded
+    target, max_piece = 3000, 400
+    sizes = [s["tokens"] for s in sorted(manifest["shards"], key=lambda s: s["shard"])]
+    for size in sizes[:-1]:
+        assert target - max_piece < size <= target + max_piece
+    assert 0 < sizes[-1] <= target + max_piece
+
+
+def test_no_piece_in_two_shards_and_pieces_fit(sharded):
+    out, _, _ = sharded
+    tok = load("tiktoken:cl100k_base")
+    seen = {}
+    for s, docs in _shard_docs(out).items():
+        for d in docs:
+            assert d["id"] not in seen
+            seen[d["id"]] = s
+            assert len(tok.encode_batch([d["text"]])[0]) <= 400
+
+
+def test_split_documents_rejoin_to_the_original(sharded, corpus):
+    out, _, _ = sharded
+    _, texts = corpus
+    parts = defaultdict(dict)
+    whole = {}
+    for docs in _shard_docs(out).values():
+        for d in docs:
+            m = d["metadata"]
+            if "parent_id" in m:
+                parts[m["parent_id"]][m["part"]] = (d["text"], m["parts"])
+            else:
+                whole[d["id"]] = d["text"]
+    assert parts, "some documents must have been split"
+    for parent, ps in parts.items():
+        n = next(iter(ps.values()))[1]
+        assert sorted(ps) == list(range(n))
+        assert "".join(ps[k][0] for k in range(n)) == texts[parent]
+    assert set(whole) | set(parts) == set(texts)
+    assert all(whole[i] == texts[i] for i in whole)
+    assert "oneword" in parts  # 5,000 characters without a boundary: cut at characters
+
+
+def test_tokenized_output_round_trips(sharded):
+    out, manifest, _ = sharded
+    tok = load("tiktoken:cl100k_base")
+    shards = _shard_docs(out)
+    for s in manifest["shards"]:
+        npy = out / "tokens" / f"part-{s['shard']:05d}-00000.npy"
+        rows = read_part(npy, tok.vocab_size)
+        docs = shards[s["shard"]]
+        assert [r["id"] for r in rows] == [d["id"] for d in docs]
+        assert npy.stat().st_size == 4 * sum(len(r["tokens"]) for r in rows)  # uint32: vocab > 65,536
+        for r, d in zip(rows, docs):
+            ids = [int(x) for x in r["tokens"]]
+            assert ids[-1] == tok.eos_id
+            assert tok.decode(ids[:-1]) == d["text"]
+            assert r["loc"] == docs.index(d) + 1 and r["src"].endswith(f"shard-{s['shard']:05d}.jsonl.zst")
+
+
+def test_attributes_follow_their_documents(sharded):
+    out, _, _ = sharded
+    for f in sorted((out / "documents" / "web").glob("shard-*.jsonl.zst")):
+        docs = read_zst_jsonl(f)
+        attrs = read_zst_jsonl(out / "attributes" / "langid" / "web" / f.name)
+        assert [a["id"] for a in attrs] == [d["id"] for d in docs]
+        for a, d in zip(attrs, docs):
+            assert a["attributes"]["langid__lang"][0][1] == len(d["text"])
+
+
+def test_multilingual_documents_and_metrics(sharded):
+    _, manifest, stats = sharded
+    metrics = manifest["tokenizer_metrics"]
+    assert {"en", "zh", "ar", "hi", "ja"} <= set(metrics)
+    assert metrics["en"]["fertility"] < metrics["hi"]["fertility"]  # cl100k serves English best
+    for m in metrics.values():
+        assert m["tokens"] > 0 and m["unique_tokens"] > 0 and 0 <= (m["whole_word_share"] or 0) <= 1
+    info = next(s for s in stats["steps"] if s["step"] == "shard")["info"]
+    assert info["tokenizer"]["spec"] == "tiktoken:cl100k_base" and info["shards"] == manifest["totals"]["shards"]
+    hist = defaultdict(int)
+    for s in manifest["shards"]:
+        for lang, n in s["languages"].items():
+            hist[lang] += n
+    assert hist["en"] > 50
+
+
+def test_deterministic_across_files_and_blocks(ray_session, corpus, sharded, tmp_path):
+    d, texts = corpus
+    out, manifest, _ = sharded
+    d2 = tmp_path / "in"
+    d2.mkdir()
+    items = sorted(texts.items(), reverse=True)
+    for k in range(4):
+        write_jsonl(d2 / f"x{k}.jsonl", [{"id": i, "text": t} for i, t in items[k::4]])
+    out2 = tmp_path / "out"
+    manifest2, _ = _run([str(d2)], out2)
+    assert [s["tokens"] for s in manifest2["shards"]] == [s["tokens"] for s in manifest["shards"]]
+    a, b = _shard_docs(out), _shard_docs(out2)
+    assert {s: [x["id"] for x in docs] for s, docs in a.items()} == {s: [x["id"] for x in docs] for s, docs in b.items()}
+    for s in a:
+        f = f"tokens/part-{s:05d}-00000.npy"
+        assert (out / f).read_bytes() == (out2 / f).read_bytes()
+
+
+def test_only_shards_are_written_as_documents(sharded):
+    out, _, _ = sharded
+    names = {f.name for f in (out / "documents").rglob("*.jsonl.*")}
+    assert names and all(n.startswith("shard-") for n in names)
+    assert list((out / "stats" / "docs").glob("*.parquet"))  # per-document stats still written
+
+
+def test_empty_corpus_gives_an_empty_valid_manifest(ray_session, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [{"id": "x", "text": "short"}])
+    cfg = parse_config({"input": {"paths": [str(d)]}, "steps": [
+        {"name": "langid"},
+        {"name": "filter", "rules": [{"reason": "everything", "keep": "langid__score > 2"}]},
+        {"name": "shard", "tokens_per_shard": 100}]})
+    stats = run_pipeline(cfg, str(tmp_path / "out"), progress=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["shards"] == [] and manifest["totals"] == {"documents": 0, "characters": 0, "tokens": 0,
+                                                               "shards": 0}
+    assert stats["totals"]["balanced"] and stats["totals"]["documents_out"] == 0
+
+
+def test_hf_tokenizer_json_loads_through_the_same_path(ray_session, corpus, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    d, texts = corpus
+    tk = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.train_from_iterator(list(texts.values()), trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["[UNK]", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    from tokenizers import decoders
+
+    tk.decoder = decoders.ByteLevel()
+    path = tmp_path / "tokenizer.json"
+    tk.save(str(path))
+    out = tmp_path / "out"
+    manifest, _ = _run([str(d)], out, tokenizer=f"hf:{path}", per_shard=20000, max_doc=2000)
+    assert manifest["token_dtype"] == "uint16" and manifest["tokenizer"]["vocab_size"] == 600
+    tok = load(f"hf:{path}")
+    for s in manifest["shards"]:
+        rows = read_part(out / "tokens" / f"part-{s['shard']:05d}-00000.npy", tok.vocab_size)
+        docs = _shard_docs(out)[s["shard"]]
+        assert s["tokens"] == sum(tok.count([x["text"] for x in docs]))
+        for r, doc in zip(rows, docs):
+            assert tok.decode([int(x) for x in r["tokens"][:-1]]) == doc["text"]
+
+
+def test_split_document_unit():
+    tok = load("tiktoken:cl100k_base")
+    text = "First sentence here. Second one follows! Third?\n" * 30
+    for spans in (None, [[m, m + 20, 0.9] for m in range(0, len(text) - 20, 20)]):
+        pieces = split_document(text, tok, 50, spans)
+        assert "".join(text[a:b] for a, b, _ in pieces) == text
+        assert all(len(ids) <= 50 and ids == tok.encode_batch([text[a:b]])[0] for a, b, ids in pieces)
+        if spans:  # cuts fall on span ends
+            ends = {e for _, e, _ in spans} | {len(text)}
+            assert all(b in ends for _, b, _ in pieces)
+
+
+def test_sample_with_sentence_spans_attribute_is_rejected_when_missing():
+    with pytest.raises(ConfigError, match="spans_attribute"):
+        parse_config({"input": {"paths": [str(SAMPLE)]}, "steps": [
+            {"name": "shard", "spans_attribute": "segment__sentences"}]})
+
+
+def test_shard_must_be_last():
+    with pytest.raises(ConfigError, match="must be the last step"):
+        parse_config({"input": {"paths": ["x"]}, "steps": [{"name": "shard"}, {"name": "langid"}]})
