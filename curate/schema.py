@@ -35,11 +35,12 @@ FATE = "_fate"
 REASON = "_reason"  # machine-readable reason, e.g. "too_short", "extract_timeout"
 DETAIL = "_detail"  # short human-readable detail for errors (exception message, truncated)
 STEP = "_step"  # the step that decided the fate
+BORN = "_born"  # the step that created the row (null: read from the input), e.g. synthetic rephrasings
 
 DROP = "drop"
 ERROR = "error"
 
-BOOKKEEPING = (FILE, ORD, RAW, FATE, REASON, DETAIL, STEP)
+BOOKKEEPING = (FILE, ORD, RAW, FATE, REASON, DETAIL, STEP, BORN)
 
 BASE_SCHEMA = pa.schema(
     [
@@ -55,6 +56,7 @@ BASE_SCHEMA = pa.schema(
         pa.field(REASON, pa.string()),
         pa.field(DETAIL, pa.string()),
         pa.field(STEP, pa.string()),
+        pa.field(BORN, pa.string()),
     ]
 )
 

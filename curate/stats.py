@@ -101,21 +101,28 @@ class RunStats:
         timing = ray.get(self.actor.snapshot.remote()) if self.actor is not None else {}
         seconds = timing.get("seconds", {})
         by_step: dict[str, dict[str, Counter]] = {s: {"drop": Counter(), "error": Counter()} for s in self.steps}
-        kept = 0
+        created: Counter = Counter()
+        kept = n_read = 0
         for key, n in self.counts.items():
-            step, fate, reason = key.split("|", 2)
+            born, step, fate, reason = key.split("|", 3)
+            if born:
+                created[born] += n
+            else:
+                n_read += n
             if not fate:
                 kept += n
                 continue
             by_step.setdefault(step, {"drop": Counter(), "error": Counter()})[fate][reason] += n
         total = sum(self.counts.values())
-        rows, alive = [], total
+        rows, alive = [], n_read
         for step in self.steps:
             dropped, errors = by_step[step]["drop"], by_step[step]["error"]
-            out = alive - sum(dropped.values()) - sum(errors.values())
+            out = alive + created[step] - sum(dropped.values()) - sum(errors.values())
             row = {"step": step, "in": alive, "out": out, "dropped": dict(sorted(dropped.items())),
                    "errors": dict(sorted(errors.items())), "seconds": round(seconds.get(step, 0.0), 3),
                    "batches": timing.get("batches", {}).get(step, 0)}
+            if created[step]:
+                row["created"] = created[step]
             stages = {k.split(":", 1)[1]: round(v, 3) for k, v in seconds.items() if k.startswith(step + ":")}
             if stages:  # whole-dataset steps time their internal stages (wall seconds)
                 row["stages"] = stages
@@ -138,7 +145,8 @@ class RunStats:
                        "records_skipped": dict(sorted(timing.get("skipped", {}).items()))},
             "steps": rows,
             "totals": {
-                "documents_in": total, "documents_out": kept, "dropped": n_dropped, "errors": n_errors,
+                "documents_in": n_read, "documents_created": total - n_read, "documents_out": kept,
+                "dropped": n_dropped, "errors": n_errors,
                 "balanced": total == kept + n_dropped + n_errors and alive == kept,
                 "characters_out": self.kept_chars, "parts": self.parts,
                 "docs_per_s": round(total / elapsed, 2) if elapsed > 0 else None,
@@ -174,8 +182,9 @@ def format_table(stats: dict[str, Any]) -> str:
         lines.append(f"{s['step']:<18}{s['in']:>8}{s['out']:>8}{sum(s['dropped'].values()):>9}"
                      f"{sum(s['errors'].values()):>8}{s['seconds']:>9.2f}  {reasons}")
     t = stats["totals"]
-    lines.append(f"documents in {t['documents_in']} = out {t['documents_out']} + dropped {t['dropped']} + errors "
-                 f"{t['errors']} ({'balanced' if t['balanced'] else 'NOT BALANCED'}); {t['characters_out']} "
+    made = f" + created {t['documents_created']}" if t.get("documents_created") else ""
+    lines.append(f"documents in {t['documents_in']}{made} = out {t['documents_out']} + dropped {t['dropped']} + "
+                 f"errors {t['errors']} ({'balanced' if t['balanced'] else 'NOT BALANCED'}); {t['characters_out']} "
                  f"characters out in {t['parts']} parts")
     skipped = stats["inputs"].get("records_skipped") or {}
     if skipped:

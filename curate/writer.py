@@ -123,9 +123,11 @@ class DolmaWriter:
             written.append(self._write_doc_stats(t, part, attr_cols))
 
         counts: Counter = Counter()
-        for step, f, reason in zip(t.column(schema.STEP).to_pylist(), fate.to_pylist(),
-                                   t.column(schema.REASON).to_pylist()):
-            counts[f"{step}|{f}|{reason}" if f else "||kept"] += 1
+        born = t.column(schema.BORN).to_pylist() if schema.BORN in t.column_names else [None] * t.num_rows
+        for b, step, f, reason in zip(born, t.column(schema.STEP).to_pylist(), fate.to_pylist(),
+                                      t.column(schema.REASON).to_pylist()):
+            # key: born-step | fate-step | fate | reason (born empty: read from the input)
+            counts[f"{b or ''}|{step}|{f}|{reason}" if f else f"{b or ''}|||kept"] += 1
         kept_chars = int(pc.sum(pc.utf8_length(kept.column("text"))).as_py() or 0) \
             if kept.num_rows else 0
         summary = {
@@ -193,6 +195,7 @@ class DolmaWriter:
             "ord": t.column(schema.ORD),
             "url": pa.array(urls, pa.string()),
             "fate": pc.coalesce(t.column(schema.FATE), pa.scalar("kept")),
+            "born": t.column(schema.BORN) if schema.BORN in t.column_names else pa.nulls(t.num_rows, pa.string()),
             "step": t.column(schema.STEP),
             "reason": t.column(schema.REASON),
             "detail": t.column(schema.DETAIL),

@@ -37,7 +37,7 @@ def test_accounting_identity(sample_run):
     # per step: in = out + dropped + errors, and each step's in is the previous step's out
     prev_out = None
     for s in stats["steps"]:
-        assert s["in"] == s["out"] + sum(s["dropped"].values()) + sum(s["errors"].values()), s
+        assert s["in"] + s.get("created", 0) == s["out"] + sum(s["dropped"].values()) + sum(s["errors"].values()), s
         if prev_out is not None:
             assert s["in"] == prev_out
         prev_out = s["out"]
