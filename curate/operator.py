@@ -98,6 +98,16 @@ class BatchOperator(Operator):
 
 
 class DatasetOperator(Operator):
+    def materialize(self, ds: "ray.data.Dataset", ctx: RunContext):
+        """Every whole-dataset step starts here: run the upstream once into Ray's object store (it is read more
+        than once below) and start the stage timer. Returns (materialised dataset, timer)."""
+        from curate.stats import StageTimer
+
+        timer = StageTimer(ctx.stats_actor, self.step_name)
+        ds = ds.materialize()
+        timer.done("materialize_input", ds.count())
+        return ds, timer
+
     @abstractmethod
     def apply(self, ds: "ray.data.Dataset", ctx: RunContext) -> "ray.data.Dataset":
         """Transform the whole dataset (live rows and tombstones alike; keep tombstones untouched)."""

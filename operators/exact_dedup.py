@@ -20,7 +20,6 @@ from pydantic import Field
 
 from curate import dedup
 from curate.operator import Params, RunContext, register
-from curate.stats import StageTimer
 
 
 class ExactDedupParams(Params):
@@ -54,9 +53,7 @@ class ExactDedup(dedup.DedupOperator):
 
     def apply(self, ds, ctx: RunContext):
         p: ExactDedupParams = self.params  # type: ignore[assignment]
-        timer = StageTimer(ctx.stats_actor, self.step_name)
-        ds = ds.materialize()
-        timer.done("materialize_input", ds.count())
+        ds, timer = self.materialize(ds, ctx)
         file_index = ctx.file_index
 
         def keys(table: pa.Table) -> pa.Table:

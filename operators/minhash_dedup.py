@@ -41,7 +41,6 @@ from pydantic import Field, model_validator
 from curate import dedup
 from curate.dedup import normalize_many
 from curate.operator import Params, RunContext, register
-from curate.stats import StageTimer
 
 U64 = np.uint64
 _P = U64(0x100000001B3)  # odd multiplier of the byte polynomial (FNV prime)
@@ -300,9 +299,7 @@ class MinHashDedup(dedup.DedupOperator):
     def apply(self, ds, ctx: RunContext):
         p: MinHashParams = self.params  # type: ignore[assignment]
         bands, rows = p.band_rows()
-        timer = StageTimer(ctx.stats_actor, self.step_name)
-        ds = ds.materialize()
-        timer.done("materialize_input", ds.count())
+        ds, timer = self.materialize(ds, ctx)
 
         file_index = ctx.file_index
         sigs = ds.map_batches(_Signer(p, file_index), batch_format="pyarrow", batch_size=None).materialize()

@@ -37,7 +37,6 @@ from pydantic import Field
 
 from curate import dedup, schema
 from curate.operator import DatasetOperator, Params, RunContext, register
-from curate.stats import StageTimer
 from curate.tokenizers import load as load_tokenizer
 from curate.tokens import TokStats, encode_part
 from curate.writer import DolmaWriter, atomic_write
@@ -320,9 +319,7 @@ class Shard(DatasetOperator):
     def apply(self, ds, ctx: RunContext):
         p: ShardParams = self.params  # type: ignore[assignment]
         tok = load_tokenizer(p.tokenizer)  # fail early, on the driver, if the tokenizer cannot load
-        timer = StageTimer(ctx.stats_actor, self.step_name)
-        ds = ds.materialize()
-        timer.done("materialize_input", ds.count())
+        ds, timer = self.materialize(ds, ctx)
 
         scratch = os.path.join(ctx.out_dir, "_work", self.step_name)
         ids_dir = os.path.join(scratch, "ids")
