@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -267,15 +268,36 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
                                            for s in cfg.steps]}
     stats = RunStats(out, [s.label for s in cfg.steps] + ["write"], summary_cfg, len(files), unknown, actor)
     stats.flush("running", force=True)
-    ds = build_plan(cfg, out, actor, files, limit)
+    # stats.json keeps moving even while a whole-dataset step blocks the driver in build_plan (materialising)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(1.0):
+            stats.flush("running")
+
+    beat = threading.Thread(target=heartbeat, name="curate-stats", daemon=True)
+    beat.start()
     status = "failed"
     try:
+        ds = build_plan(cfg, out, actor, files, limit)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             stats.add_parts(batch.to_pylist())
-            stats.flush("running")
         status = "done"
     finally:
+        stop.set()
+        beat.join()
         final = stats.flush(status, force=True)  # what is returned is exactly what stats.json says
         ray.kill(actor)
+    if status == "done":
+        _remove_scratch(out)
     assert final is not None
     return final
+
+
+def _remove_scratch(out: str) -> None:
+    """Whole-dataset steps keep decisions under OUT/_work while the run streams; they are spent once it is done."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(f"{out}/_work")
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

@@ -12,6 +12,7 @@ The driver rewrites ``OUT/stats.json`` atomically about once a second while the 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -90,12 +91,14 @@ class RunStats:
         self.started = time.time()
         self.started_iso = now_iso()
         self._last_flush = 0.0
+        self._lock = threading.Lock()  # the driver's loop adds parts while the heartbeat thread flushes
 
     def add_parts(self, summaries: list[dict[str, Any]]) -> None:
-        for s in summaries:
-            self.parts += 1
-            self.kept_chars += int(s["kept_chars"])
-            self.counts.update(json.loads(s["counts"]))
+        with self._lock:
+            for s in summaries:
+                self.parts += 1
+                self.kept_chars += int(s["kept_chars"])
+                self.counts.update(json.loads(s["counts"]))
 
     def render(self, status: str) -> dict[str, Any]:
         timing = ray.get(self.actor.snapshot.remote()) if self.actor is not None else {}
@@ -120,7 +123,9 @@ class RunStats:
             out = alive + created[step] - sum(dropped.values()) - sum(errors.values())
             row = {"step": step, "in": alive, "out": out, "dropped": dict(sorted(dropped.items())),
                    "errors": dict(sorted(errors.items())), "seconds": round(seconds.get(step, 0.0), 3),
-                   "batches": timing.get("batches", {}).get(step, 0)}
+                   "batches": timing.get("batches", {}).get(step, 0),
+                   # rows the step has processed so far: moves during the run, before any part is written
+                   "rows_processed": timing.get("rows", {}).get(step, 0)}
             if created[step]:
                 row["created"] = created[step]
             stages = {k.split(":", 1)[1]: round(v, 3) for k, v in seconds.items() if k.startswith(step + ":")}
@@ -154,14 +159,19 @@ class RunStats:
         }
 
     def flush(self, status: str = "running", force: bool = False) -> dict[str, Any] | None:
-        if not force and time.time() - self._last_flush < 1.0:
-            return None
-        self._last_flush = time.time()
-        doc = self.render(status)
-        atomic_write(f"{self.out_dir}/stats.json", (json.dumps(doc, indent=1) + "\n").encode())
-        line = {"t": doc["updated"], "elapsed_s": doc["elapsed_s"], "status": status, **doc["totals"]}
-        _append(f"{self.out_dir}/stats/progress.jsonl", json.dumps(line) + "\n")
+        with self._lock:
+            if not force and time.time() - self._last_flush < 0.9:
+                return None
+            self._last_flush = time.time()
+            doc = self.render(status)
+            self._write(doc, status)
         return doc
+
+    def _write(self, doc: dict[str, Any], status: str) -> None:
+        atomic_write(f"{self.out_dir}/stats.json", (json.dumps(doc, indent=1) + "\n").encode())
+        line = {"t": doc["updated"], "elapsed_s": doc["elapsed_s"], "status": status, **doc["totals"],
+                "rows_processed": {s["step"]: s.get("rows_processed", 0) for s in doc["steps"]}}
+        _append(f"{self.out_dir}/stats/progress.jsonl", json.dumps(line) + "\n")
 
 
 def _append(url: str, text: str) -> None:

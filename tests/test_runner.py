@@ -122,3 +122,42 @@ def test_normalize_date():
     assert normalize_date("2008-10-29T05:21:46-0700") == "2008-10-29T12:21:46Z"
     assert normalize_date("2008-10-294T05:21:46-0700") is None  # ClueWeb quirk: kept raw in metadata only
     assert normalize_date("20080101120000") == "2008-01-01T12:00:00Z"
+
+
+def test_stats_move_while_a_whole_dataset_step_runs(tmp_path):
+    """Poll stats.json of a real `curate run` (dedup materialises the corpus before any part is written)."""
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(yaml.safe_dump({"input": {"paths": FILES}, "steps": [
+        {"name": "extract"}, {"name": "langid"}, {"name": "exact_dedup"}, {"name": "minhash_dedup"}]}))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(cfg), "-o", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen_live = False
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            s = json.loads((out / "stats.json").read_text())
+        except (OSError, ValueError):
+            s = None
+        if s and s["status"] == "running" and s["totals"]["parts"] == 0 and \
+                any(st.get("rows_processed", 0) > 0 for st in s["steps"]):
+            seen_live = True
+        time.sleep(0.3)
+    assert proc.wait(timeout=60) == 0
+    assert seen_live, "stats.json did not move before the first part was written"
+    assert json.loads((out / "stats.json").read_text())["status"] == "done"
+    assert not (out / "_work").exists()  # scratch of the dedup steps is removed after success
+
+
+def test_a_failure_while_planning_is_recorded(ray_session, tmp_path):
+    cfg = parse_config({"input": {"paths": [FILES[2]]}, "steps": [
+        {"name": "shard", "tokenizer": f"hf:{tmp_path / 'missing.json'}"}]})
+    with pytest.raises(FileNotFoundError):
+        run_pipeline(cfg, str(tmp_path / "o"), progress=False)
+    assert json.loads((tmp_path / "o" / "stats.json").read_text())["status"] == "failed"
