@@ -13,6 +13,7 @@ batches in ways that depend on timing: part files stay deterministic.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
@@ -41,6 +42,7 @@ class StepRunner:
         self.stats_actor = stats_actor
         self.op: BatchOperator = step.op(step.params, step.label)  # type: ignore[assignment]
         self.op.setup()
+        atexit.register(self.op.teardown)  # e.g. the extract sandbox child ends with its worker
 
     def __call__(self, table: pa.Table) -> pa.Table:
         t0 = time.perf_counter()

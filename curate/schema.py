@@ -79,10 +79,6 @@ def stable_id(*parts: str | int) -> str:
     return h.hexdigest()[:32]
 
 
-def empty_table() -> pa.Table:
-    return BASE_SCHEMA.empty_table()
-
-
 def conform(table: pa.Table) -> pa.Table:
     """Add any missing base column as nulls and put base columns first, attributes after (sorted).
 
