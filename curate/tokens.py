@@ -23,20 +23,31 @@ def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
     return np.uint16 if vocab_size <= 65536 else np.uint32
 
 
-def encode_part(ids_per_doc: list[list[int]], doc_ids: list[str], src: str, vocab_size: int,
+def encode_part(values: np.ndarray, offsets: np.ndarray, doc_ids: list[str], src: str, vocab_size: int,
                 bos: int | None, eos: int | None) -> tuple[bytes, bytes, int]:
-    """(token bytes, csv.gz bytes, total tokens) for one part file; documents in order, lines 1-based."""
+    """(token bytes, csv.gz bytes, total tokens) for one part file, from the flat token ids of its documents in
+    order (``values[offsets[i]:offsets[i+1]]`` is document i); BOS/EOS inserted with numpy, lines 1-based."""
     dtype = token_dtype(vocab_size)
-    chunks, rows, pos = [], [], 0
-    for line, (ids, did) in enumerate(zip(ids_per_doc, doc_ids), start=1):
-        seq = ([bos] if bos is not None else []) + list(ids) + ([eos] if eos is not None else [])
-        chunks.append(np.asarray(seq, dtype=dtype))
-        rows.append((pos, pos + len(seq), did, src, line))
-        pos += len(seq)
+    n = len(doc_ids)
+    lengths = np.diff(offsets).astype(np.int64)
+    extra = (bos is not None) + (eos is not None)
+    new_len = lengths + extra
+    ends = np.cumsum(new_len)
+    starts = ends - new_len
+    out = np.empty(int(ends[-1]) if n else 0, dtype=dtype)
+    body_start = starts + (1 if bos is not None else 0)
+    if bos is not None:
+        out[starts] = bos
+    if eos is not None:
+        out[ends - 1] = eos
+    # scatter each document's body: position of every value = its document's body start + its index within it
+    doc_of = np.repeat(np.arange(n), lengths)
+    within = np.arange(len(values)) - np.repeat(offsets[:-1], lengths)
+    out[body_start[doc_of] + within] = values
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    data = np.concatenate(chunks).tobytes() if chunks else b""
-    return data, gzip.compress(buf.getvalue().encode("utf-8"), mtime=0), pos
+    csv.writer(buf, lineterminator="\n").writerows(
+        zip(starts.tolist(), ends.tolist(), doc_ids, [src] * n, range(1, n + 1)))
+    return out.tobytes(), gzip.compress(buf.getvalue().encode("utf-8"), mtime=0), int(ends[-1]) if n else 0
 
 
 def read_part(npy: str | Path, vocab_size: int) -> list[dict[str, Any]]:

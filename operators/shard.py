@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
 from curate import dedup, schema
@@ -268,11 +267,15 @@ class _ShardWriter:
             docs = part.drop_columns(["h", "shard", "ids"])
             files = [self.writer.write_documents(docs, name)]
             files += self.writer.write_attributes(docs, name, [c for c in docs.column_names if schema.is_attribute(c)])
-            ids = part.column("ids").to_pylist()
-            n_tokens = sum(len(x) for x in ids)
+            id_col = part.column("ids").combine_chunks()
+            flat_ids = id_col.flatten().to_numpy()
+            offsets = id_col.offsets.to_numpy().astype(np.int64)
+            offsets = offsets - offsets[0]
+            n_tokens = len(flat_ids)
             if p.write_tokens:
-                data, index, _ = encode_part(ids, part.column("id").to_pylist(), files[0], tok.vocab_size,
-                                             tok.bos_id if p.bos else None, tok.eos_id if p.eos else None)
+                data, index, _ = encode_part(flat_ids, offsets, part.column("id").to_pylist(), files[0],
+                                             tok.vocab_size, tok.bos_id if p.bos else None,
+                                             tok.eos_id if p.eos else None)
                 atomic_write(f"{self.out_dir}/tokens/part-{int(s):05d}-00000.npy", data)
                 atomic_write(f"{self.out_dir}/tokens/part-{int(s):05d}-00000.csv.gz", index)
                 files += [f"tokens/part-{int(s):05d}-00000.npy", f"tokens/part-{int(s):05d}-00000.csv.gz"]
@@ -280,15 +283,15 @@ class _ShardWriter:
                 else [None] * part.num_rows
             stats = TokStats()
             texts = part.column("text").to_pylist()
-            for i, (lang, text, tids) in enumerate(zip(langs, texts, ids)):
-                surf = tok.token_strings(tids) if i < p.metrics_docs else None
+            lens = np.diff(offsets)
+            for i, (lang, text) in enumerate(zip(langs, texts)):
+                tids = flat_ids[offsets[i]:offsets[i + 1]]
+                surf = tok.token_strings(tids.tolist()) if i < p.metrics_docs else None
                 stats.add(lang, text, tids, surf, track_unique=False)
-            flat = part.column("ids").combine_chunks()
-            lens = pc.list_value_length(flat).to_numpy()
-            values = flat.flatten().to_numpy()
-            lang_of_token = np.repeat(np.array([x or "und" for x in langs], dtype=object), lens)
-            for lang in set(lang_of_token.tolist()):
-                stats.unique[lang].update(np.unique(values[lang_of_token == lang]).tolist())
+            lang_codes = np.array([x or "und" for x in langs], dtype=object)
+            lang_of_token = np.repeat(lang_codes, lens)
+            for lang in set(lang_codes.tolist()):
+                stats.unique[lang].update(np.unique(flat_ids[lang_of_token == lang]).tolist())
             rows.append({"shard": int(s), "files": json.dumps(files), "documents": part.num_rows,
                          "characters": int(sum(len(t) for t in texts)), "tokens": n_tokens,
                          "languages": json.dumps(dict(sorted(Counter(x or "und" for x in langs).items()))),
