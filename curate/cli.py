@@ -35,11 +35,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    import io
-
-    import zstandard
-
     from curate.stats import format_table
+    from curate.writer import read_jsonl
 
     root = Path(args.output)
     stats_path = root / "stats.json"
@@ -52,13 +49,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     docs = sorted((root / "documents").rglob("*.jsonl.*")) if (root / "documents").exists() else []
     shown = 0
     for path in docs:
-        raw = path.read_bytes()
-        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read() if path.suffix == ".zst" \
-            else __import__("gzip").decompress(raw)
-        for line in data.decode("utf-8").splitlines():
+        for d in read_jsonl(path):
             if shown >= args.samples:
                 break
-            d = json.loads(line)
             snippet = " ".join(d["text"].split())[:240]
             print(f"\n--- {d['id']}  ({d['metadata'].get('url', d['metadata'].get('input_file', ''))})\n{snippet}")
             shown += 1
@@ -69,31 +62,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_tokstats(args: argparse.Namespace) -> int:
     """Tokenizer metrics per language over a run's documents, for one or more tokenizers side by side."""
-    import io
-
-    import zstandard
-
     from curate.tokenizers import load
     from curate.tokens import TokStats
+    from curate.writer import read_jsonl
 
     root = Path(args.output)
     files = sorted((root / "documents").rglob("*.jsonl.*"))
     if not files:
         print(f"{root}/documents: no document files", file=sys.stderr)
         return 2
-    docs = []
-    for path in files:
-        raw = path.read_bytes()
-        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read() if path.suffix == ".zst" \
-            else __import__("gzip").decompress(raw)
-        docs += [json.loads(x) for x in data.decode("utf-8").splitlines()]
+    docs = [d for path in files for d in read_jsonl(path)]
     langs: dict[str, str] = {}
     for path in sorted((root / "attributes" / "langid").rglob("*.jsonl.*")):
-        raw = path.read_bytes()
-        data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read() if path.suffix == ".zst" \
-            else __import__("gzip").decompress(raw)
-        for line in data.decode("utf-8").splitlines():
-            a = json.loads(line)
+        for a in read_jsonl(path):
             spans = a["attributes"].get("langid__lang") or []
             if spans:
                 langs[a["id"]] = spans[0][2]

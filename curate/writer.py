@@ -71,6 +71,15 @@ def compress(data: bytes, codec: str) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a .jsonl.zst / .jsonl.gz file this writer produced (for inspect, tokstats and tests)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    data = zstandard.ZstdDecompressor().stream_reader(raw).read() if str(path).endswith(".zst") \
+        else gzip.decompress(raw)
+    return [json.loads(line) for line in data.decode("utf-8").splitlines()]
+
+
 def _dump(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
 

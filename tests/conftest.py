@@ -105,7 +105,23 @@ def sample_copy(tmp_path: Path) -> Path:
 
 
 def read_zst_jsonl(path: Path) -> list[dict]:
-    import zstandard
+    from curate.writer import read_jsonl
 
-    data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(path.read_bytes())).read()
-    return [json.loads(line) for line in data.decode("utf-8").splitlines()]
+    return read_jsonl(path)
+
+
+def sample_responses(html_only: bool, pattern: str = "*.warc*"):
+    """(url, content type, body) of every HTTP 200 response in the bundled sample (the clipped file excluded)."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    for f in sorted(SAMPLE.glob(pattern)):
+        if "clipped" in f.name:
+            continue
+        with open(f, "rb") as fh:
+            for r in ArchiveIterator(fh):
+                if r.rec_type != "response" or not r.http_headers or r.http_headers.get_statuscode() != "200":
+                    continue
+                ctype = r.http_headers.get_header("Content-Type")
+                if html_only and "html" not in (ctype or ""):
+                    continue
+                yield r.rec_headers.get_header("WARC-Target-URI"), ctype, r.content_stream().read()

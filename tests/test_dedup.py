@@ -13,7 +13,7 @@ import pytest
 import trafilatura
 from datasketch import MinHash
 
-from conftest import SAMPLE, write_jsonl
+from conftest import sample_responses, write_jsonl
 from curate.config import parse_config
 from curate.dedup import normalize
 from curate.runner import run_pipeline
@@ -23,21 +23,13 @@ from operators.minhash_dedup import (band_keys, optimal_bands_rows, permutations
 
 def real_texts(min_words: int = 80) -> list[str]:
     """Paragraph groups of real pages of the bundled sample, extracted with trafilatura."""
-    from warcio.archiveiterator import ArchiveIterator
-
     out = []
-    for f in sorted(SAMPLE.glob("*.warc.gz")):
-        if "clipped" in f.name:
-            continue
-        with open(f, "rb") as fh:
-            for r in ArchiveIterator(fh):
-                if r.rec_type != "response" or not r.http_headers or r.http_headers.get_statuscode() != "200":
-                    continue
-                text = trafilatura.extract(r.content_stream().read().decode("utf-8", "replace"))
-                if text and len(text.split()) >= min_words:
-                    words = text.split()
-                    for s in range(0, len(words) - min_words + 1, 400):
-                        out.append(" ".join(words[s:s + 300]))
+    for _, _, body in sample_responses(html_only=False, pattern="*.warc.gz"):
+        text = trafilatura.extract(body.decode("utf-8", "replace"))
+        if text and len(text.split()) >= min_words:
+            words = text.split()
+            for s in range(0, len(words) - min_words + 1, 400):
+                out.append(" ".join(words[s:s + 300]))
     uniq = sorted(set(out))
     # keep texts that are mutually unrelated (5-gram Jaccard < 0.3), so "unrelated" is true by construction
     kept: list[str] = []

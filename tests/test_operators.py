@@ -8,9 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import trafilatura
-from warcio.archiveiterator import ArchiveIterator
 
-from conftest import ENGLISH, SAMPLE
+from conftest import ENGLISH, sample_responses
 from curate import schema
 from curate.config import parse_config
 from curate.expr import ExprError, compile_expr, evaluate
@@ -28,18 +27,7 @@ def rows(**cols) -> pa.Table:
 
 # ------------------------------------------------------------------------------------------ extract
 def sample_pages(limit: int = 40):
-    pages = []
-    for f in sorted(SAMPLE.glob("*.warc*")):
-        if "clipped" in f.name:
-            continue
-        with open(f, "rb") as fh:
-            for r in ArchiveIterator(fh):
-                if r.rec_type == "response" and r.http_headers and "html" in (
-                        r.http_headers.get_header("Content-Type") or ""):
-                    if r.http_headers.get_statuscode() == "200":
-                        pages.append((r.rec_headers.get_header("WARC-Target-URI"),
-                                      r.http_headers.get_header("Content-Type"), r.content_stream().read()))
-    return pages[:limit]
+    return list(sample_responses(html_only=True))[:limit]
 
 
 @pytest.fixture(scope="module")
