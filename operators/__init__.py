@@ -1,3 +1,13 @@
 """Pipeline stages, one module each. Importing this package registers them under their pipeline.yaml names."""
 
-from operators import exact_dedup, extract, filter, langid, minhash_dedup, quality_signals, rephrase, shard  # noqa: F401,A004,E501
+from operators import (  # noqa: F401
+    exact_dedup,
+    extract,
+    filter,  # noqa: A004
+    langid,
+    minhash_dedup,
+    quality_signals,
+    rephrase,
+    segment,
+    shard,
+)

@@ -1,4 +1,1 @@
-"""Quality scorers (model-based scoring operators). Each writes scores to attributes; `filter` decides.
-
-Scorers land here as their issues are done (PreSelect fastText scorer: `scorers/preselect.py`).
-"""
+"""Quality scorers (model-based scoring operators). Each writes scores to attributes; `select`/`filter` decide."""
