@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import schema
-from curate.operator import DatasetOperator, Params, RunContext, set_column
+from curate.operator import DatasetOperator, RunContext, set_column
 
 NODE_SHIFT = 32
 DECISION_SCHEMA = pa.schema([("node", pa.int64()), ("cluster", pa.string()), ("cluster_size", pa.int64()),
@@ -245,11 +245,7 @@ def cluster_outputs(name: str) -> dict[str, pa.DataType]:
 class DedupOperator(DatasetOperator):
     """What the dedup operators share: the representative rule, its check, and the way back to the documents."""
 
-    @classmethod
-    def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
-        attr = getattr(params, "keep_highest", None)
-        if attr is not None and attr not in available:
-            raise ValueError(f"keep_highest: {attr!r} is made by no earlier step")
+    attribute_params = ("keep_highest",)
 
     def attach(self, ds, decisions, ctx: RunContext, timer: Any, info: dict[str, Any] | None = None):
         """Write decisions per input file, report the cluster histogram, and map them onto the documents."""

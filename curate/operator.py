@@ -75,6 +75,8 @@ class Operator(ABC):
     # A step that writes the documents itself (sharding): it must be last, and the runner's writer then writes
     # only the per-document stats and part markers.
     writes_documents: ClassVar[bool] = False
+    # Parameters that name an attribute an earlier step must make (checked at validation, before any work).
+    attribute_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Params, step_name: str | None = None):
         self.params = params
@@ -82,7 +84,11 @@ class Operator(ABC):
 
     @classmethod
     def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
-        """Validate against the columns earlier steps make (raise ValueError). Default: nothing to check."""
+        """Validate against the columns earlier steps make (raise ValueError). Default: the attribute_params."""
+        for field in cls.attribute_params:
+            attr = getattr(params, field, None)
+            if attr is not None and attr not in available:
+                raise ValueError(f"{field}: {attr!r} is made by no earlier step")
 
 
 class BatchOperator(Operator):

@@ -9,5 +9,6 @@ from operators import (  # noqa: F401
     quality_signals,
     rephrase,
     segment,
+    select,
     shard,
 )

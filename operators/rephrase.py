@@ -124,12 +124,7 @@ class Rephrase(BatchOperator):
     name = "rephrase"
     Params = RephraseParams
     default_compute = "actors"  # the model loads once per actor
-
-    @classmethod
-    def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
-        attr = params.spans_attribute  # type: ignore[attr-defined]
-        if attr is not None and attr not in available:
-            raise ValueError(f"spans_attribute: {attr!r} is made by no earlier step")
+    attribute_params = ("spans_attribute",)
 
     def setup(self) -> None:
         self.backend = make_backend(self.params)

@@ -67,12 +67,7 @@ class Segment(BatchOperator):
     name = "segment"
     Params = SegmentParams
     outputs = {"segment__sentences": SPANS, "segment__n_sentences": pa.int32()}
-
-    @classmethod
-    def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
-        attr = params.lang_attribute  # type: ignore[attr-defined]
-        if attr is not None and attr not in available:
-            raise ValueError(f"lang_attribute: {attr!r} is made by no earlier step")
+    attribute_params = ("lang_attribute",)
 
     def setup(self) -> None:
         p: SegmentParams = self.params  # type: ignore[assignment]

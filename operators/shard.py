@@ -312,12 +312,7 @@ class Shard(DatasetOperator):
     Params = ShardParams
     outputs: dict[str, pa.DataType] = {}
     writes_documents = True
-
-    @classmethod
-    def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
-        attr = params.spans_attribute  # type: ignore[attr-defined]
-        if attr is not None and attr not in available:
-            raise ValueError(f"spans_attribute: {attr!r} is made by no earlier step")
+    attribute_params = ("spans_attribute",)
 
     def apply(self, ds, ctx: RunContext):
         p: ShardParams = self.params  # type: ignore[assignment]

@@ -27,8 +27,8 @@ def problems(raw) -> list[str]:
 
 def test_default_pipeline_is_valid():
     cfg = load_config(REPO / "pipeline.yaml")
-    assert [s.name for s in cfg.steps] == ["extract", "langid", "quality_signals", "exact_dedup", "minhash_dedup",
-                                           "filter"]
+    assert [s.name for s in cfg.steps] == ["extract", "langid", "quality_signals", "preselect", "exact_dedup",
+                                           "minhash_dedup", "filter", "segment"]
 
 
 def test_unknown_operator():
@@ -91,8 +91,8 @@ def test_not_yaml(tmp_path):
 def test_validate_command_ok():
     res = subprocess.run([sys.executable, "-m", "curate.cli", "validate", "pipeline.yaml"], capture_output=True,
                          text=True, cwd=REPO)
-    assert res.returncode == 0 and "extract -> langid -> quality_signals -> exact_dedup -> minhash_dedup -> filter" \
-        in res.stdout
+    assert res.returncode == 0 and ("extract -> langid -> quality_signals -> preselect -> exact_dedup -> minhash_dedup"
+                                    " -> filter -> segment") in res.stdout
 
 
 def test_missing_input_files_fail_before_output(ray_session, tmp_path):
