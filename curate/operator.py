@@ -75,6 +75,9 @@ class Operator(ABC):
     # A step that writes the documents itself (sharding): it must be last, and the runner's writer then writes
     # only the per-document stats and part markers.
     writes_documents: ClassVar[bool] = False
+    # A whole-dataset step that drops rows itself (select) rather than leaving the decision to `filter`: the runner
+    # then stamps its marked rows as tombstones of this step, as it does after every batch step.
+    marks_rows: ClassVar[bool] = False
     # Parameters that name an attribute an earlier step must make (checked at validation, before any work).
     attribute_params: ClassVar[tuple[str, ...]] = ()
 

@@ -53,7 +53,7 @@ class StepRunner:
         out = self._process(live) if live.num_rows else live
         out = self._ensure_outputs(out)
         out = self._mark_born(out, live.num_rows)
-        out = self._tombstone_new(out)
+        out = tombstone_new(out, self.label)
         if len(alive_idx) < n:
             dead_idx = np.flatnonzero(~alive)
             combined = pa.concat_tables([out, table.take(dead_idx)], promote_options="default")
@@ -119,21 +119,26 @@ class StepRunner:
 
         return set_column(out, schema.BORN, pa.array(born, pa.string()))
 
-    def _tombstone_new(self, out: pa.Table) -> pa.Table:
-        """Rows marked by this step: record the step, free text and payload (the writer counts them)."""
-        marked = pc.and_(pc.is_valid(out.column(schema.FATE)), pc.is_null(out.column(schema.STEP)))
-        if not pc.any(marked).as_py():
-            return out
-        names = out.column_names
-        out = out.set_column(names.index(schema.STEP), schema.STEP,
-                             pc.if_else(marked, pa.scalar(self.label), out.column(schema.STEP)))
-        out = out.set_column(names.index("text"), "text",
-                             pc.if_else(marked, pa.scalar(None, pa.string()), out.column("text")))
-        if schema.RAW in names:
-            raw = out.column(schema.RAW)
-            out = out.set_column(names.index(schema.RAW), schema.RAW,
-                                 pc.if_else(marked, pa.scalar(None, raw.type), raw))
+def tombstone_new(out: pa.Table, label: str) -> pa.Table:
+    """Rows marked by step ``label``: record the step, free text and payload (the writer counts them). Used after
+    batch steps and whole-dataset steps alike."""
+    if schema.FATE not in out.column_names:
         return out
+    if schema.STEP not in out.column_names:
+        out = out.append_column(schema.STEP, pa.nulls(out.num_rows, pa.string()))
+    marked = pc.and_(pc.is_valid(out.column(schema.FATE)), pc.is_null(out.column(schema.STEP)))
+    if not pc.any(marked).as_py():
+        return out
+    names = out.column_names
+    out = out.set_column(names.index(schema.STEP), schema.STEP,
+                         pc.if_else(marked, pa.scalar(label), out.column(schema.STEP)))
+    out = out.set_column(names.index("text"), "text",
+                         pc.if_else(marked, pa.scalar(None, pa.string()), out.column("text")))
+    if schema.RAW in names:
+        raw = out.column(schema.RAW)
+        out = out.set_column(names.index(schema.RAW), schema.RAW,
+                             pc.if_else(marked, pa.scalar(None, raw.type), raw))
+    return out
 
 
 def _task_fn(step: StepSpec, stats_actor: Any):
@@ -188,6 +193,9 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
                              file_index={url: i for i, (url, _key) in enumerate(files)}, source=cfg.input.source,
                              compression=cfg.output.compression, added=cfg.output.added)
             ds = op.apply(ds, ctx)
+            if step.op.marks_rows:
+                ds = ds.map_batches(tombstone_new, fn_args=(step.label,), batch_format="pyarrow", batch_size=None,
+                                    zero_copy_batch=True)
             continue
         res = step.resources
         compute = res.compute or step.op.default_compute

@@ -80,6 +80,7 @@ class Select(DatasetOperator):
 
     name = "select"
     Params = SelectParams
+    marks_rows = True
     attribute_params = ("attribute",)
 
     def apply(self, ds, ctx: RunContext):
