@@ -45,7 +45,8 @@ def _score(params: PreSelectParams, texts: list[str]) -> list[float]:
 
 def test_a_model_with_the_official_labels_loads_through_the_scorer_path(tmp_path):
     path = _official_style_model(tmp_path)
-    texts = GOOD + BAD + ["", "line one\nline two\n" * 3, "x " * 2_000_000]
+    texts = GOOD + BAD + ["", "line one\nline two\n" * 3, "x " * 2_000_000,
+                          "bytes \ufffd\ufffd replaced upstream \ufffd"]  # empty, multi-line, 4 MB, U+FFFD
     scores = _score(PreSelectParams(model_path=path), texts)
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert min(scores[:3]) > max(scores[3:6])
