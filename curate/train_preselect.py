@@ -277,7 +277,8 @@ def train_tinylm(target: Path, texts: list[str] | None = None, seed: int = 0, st
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / "curate_training.json").write_text(json.dumps({**TINYLM, "steps": steps, "seed": seed, "train_tokens": len(ids),
+    (tmp / "curate_training.json").write_text(json.dumps({**TINYLM, "steps": steps, "seed": seed,
+                                                          "train_tokens": len(ids),
                                                           "seconds": round(time.time() - t0, 1)}))
     os.replace(tmp, target)
     return str(target)

@@ -235,7 +235,8 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     n_chars = {k: sum(sum(len(s) for s in d.sentences) for d in v) for k, v in train_docs.items()}
     record = {
         "model": out.name, "sha256": file_sha256(str(out)), "bytes": out.stat().st_size,
-        "threshold": thresholds[0], "threshold_unpunctuated": thresholds[1], "heldout": held_scores, "train_seconds": round(train_s, 1),
+        "threshold": thresholds[0], "threshold_unpunctuated": thresholds[1], "heldout": held_scores,
+        "train_seconds": round(train_s, 1),
         "steps": total_steps, "hyperparameters": asdict(cfg),
         "data": {"source": str(data_dir / "train"), "languages": sorted(train_docs),
                  "train_documents": sum(len(v) for v in train_docs.values()),
