@@ -118,7 +118,7 @@ def _cmd_train_preselect(args: argparse.Namespace) -> int:
         return 2
     corpus = list(args.corpus or [])
     if args.wiki:
-        wiki = tp.cache_dir().parent / "preselect" / f"wiki-{args.wiki}-{args.seed}.jsonl"
+        wiki = tp.cache_dir("preselect") / f"wiki-{args.wiki}-{args.seed}.jsonl"
         corpus.append(tp.write_wiki_corpus(wiki, args.wiki, seed=args.seed))
     record = tp.train(args.models, corpus, args.out, max_docs=args.max_docs, max_chars=args.max_chars,
                       seed=args.seed, threads=args.threads)

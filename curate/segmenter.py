@@ -24,7 +24,6 @@ identical results however documents are batched. Training (torch) lives in ``cur
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import unicodedata
@@ -32,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from curate.files import file_sha256
 
 # Unicode classes (small ids; 0 is padding between packed documents).
 PAD, SPACE, NEWLINE, DIGIT, LOWER, UPPER, CASELESS, NOSPACE, MARK, TERMINAL, CLOSING, PUNCT, OTHER = range(13)
@@ -291,14 +292,6 @@ def unpack(packed: Packed, probs: np.ndarray) -> list[np.ndarray]:
     full = np.zeros(len(packed.ids), dtype=np.float32)
     full[packed.candidates] = probs
     return [full[s:s + n] for s, n in zip(packed.starts.tolist(), packed.lengths.tolist())]
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bundled_model_path() -> str:

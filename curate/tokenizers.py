@@ -21,6 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from curate.files import cache_dir, file_sha256
+
 TIKTOKEN_URLS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
     "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
@@ -95,15 +97,11 @@ def _first_token(tok: Any, names: tuple[str, ...]) -> int | None:
 
 @lru_cache(maxsize=16)
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _cache_dir() -> Path:
-    d = Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate")) / "tiktoken"
+    d = cache_dir("tiktoken")
     d.mkdir(parents=True, exist_ok=True)
     return d
 

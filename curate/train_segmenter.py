@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from curate import segment_eval as se
-from curate.segmenter import N_CLASSES, N_WORD_FEATURES, featurize, file_sha256
+from curate.files import file_sha256
+from curate.segmenter import N_CLASSES, N_WORD_FEATURES, featurize
 
 
 @dataclass

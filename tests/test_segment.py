@@ -194,7 +194,8 @@ def test_training_command_builds_a_loadable_model(tmp_path):
 
 
 def test_bundled_model_card_matches_the_file():
-    from curate.segmenter import bundled_model_path, file_sha256
+    from curate.files import file_sha256
+    from curate.segmenter import bundled_model_path
 
     path = Path(bundled_model_path())
     record = json.loads(path.with_suffix(".json").read_text())
