@@ -18,16 +18,28 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from curate import schema
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
+
+
+def _check_reason(reason: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_]+", reason):
+        raise ValueError(f"reason {reason!r} must be letters, digits and underscores")
+    return reason
+
+
+# A drop reason as counted in stats and shown on the dashboard: one token, so it can key JSON and URLs.
+Reason = Annotated[str, AfterValidator(_check_reason)]
 
 
 class Params(BaseModel):

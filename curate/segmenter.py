@@ -308,10 +308,6 @@ def load_model(path: str | None = None) -> SegmenterModel:
 
 # --- from probabilities to spans ------------------------------------------------------------------------------
 
-def _is_space(ch: str) -> bool:
-    return ch.isspace()
-
-
 def spans_from_boundaries(text: str, ends: list[int], probs: np.ndarray) -> list[list]:
     """Spans ``[start, end, prob]`` that tile ``text``: a sentence runs to just after its last character plus the
     whitespace that follows it, so ``"".join(text[s:e]) == text``. ``ends`` are indices of sentence-final chars.
@@ -322,7 +318,7 @@ def spans_from_boundaries(text: str, ends: list[int], probs: np.ndarray) -> list
     cuts = []
     for i in ends:
         j = i + 1
-        while j < n and _is_space(text[j]):
+        while j < n and text[j].isspace():
             j += 1
         if 0 < j < n and (not cuts or j > cuts[-1]):
             cuts.append(j)
@@ -330,7 +326,7 @@ def spans_from_boundaries(text: str, ends: list[int], probs: np.ndarray) -> list
     spans = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         last = b - 1
-        while last > a and _is_space(text[last]):
+        while last > a and text[last].isspace():
             last -= 1
         p = 1.0 if b == n else float(probs[last]) if len(probs) else 1.0
         spans.append([a, b, round(p, 4)])

@@ -421,7 +421,7 @@ def train_fasttext(labelled: list[tuple[int, str]], out: Path, seed: int = 0, he
     return metrics
 
 
-def read_corpus(paths: list[str], max_docs: int | None, max_chars: int, seed: int) -> list[str]:
+def read_corpus(paths: list[str], max_docs: int | None, max_chars: int) -> list[str]:
     """Texts from .jsonl(.gz/.zst) files with a `text` field or curate output folders (documents/**)."""
     import gzip
 
@@ -457,7 +457,7 @@ def train(models: str | Path, corpus: list[str], out: str | Path, max_docs: int 
     if any(s.score is None for s in specs):
         raise ValueError("every model needs a benchmark `score` (measure one with `curate train preselect "
                          "--measure-benchmark` or cite a published one)")
-    texts = read_corpus(corpus, max_docs, max_chars, seed)
+    texts = read_corpus(corpus, max_docs, max_chars)
     if not texts:
         raise ValueError("corpus: no documents with text")
     out = Path(out)

@@ -204,7 +204,6 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     held = {k: [d for i, d in enumerate(v) if i % cfg.holdout_every == 0] for k, v in split.items()}
     net = _net(cfg)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps_per_epoch = None
     t0 = time.time()
     step = 0
     total_steps = None
@@ -212,8 +211,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         examples = _examples(_draw(train_docs, cfg, rng), cfg, rng)
         batches = list(_batches(examples, cfg))
         if total_steps is None:
-            steps_per_epoch = len(batches)
-            total_steps = steps_per_epoch * cfg.epochs
+            total_steps = len(batches) * cfg.epochs
         losses = []
         for batch in batches:
             lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * min(step, total_steps) / total_steps))

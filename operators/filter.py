@@ -12,20 +12,18 @@ fails, and that rule's ``reason`` is what the stats count.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate import expr, schema
-from curate.operator import BatchOperator, Params, mark, register
+from curate.operator import BatchOperator, Params, Reason, mark, register
 
 
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    reason: str = Field(description="Drop reason counted in stats (letters, digits, underscore).")
+    reason: Reason = Field(description="Drop reason counted in stats (letters, digits, underscore).")
     keep: str | None = Field(None, description="Keep documents for which this is true (null: not kept).")
     drop: str | None = Field(None, description="Drop documents for which this is true (null: kept).")
 
@@ -33,8 +31,6 @@ class Rule(BaseModel):
     def _one_of(self) -> "Rule":
         if (self.keep is None) == (self.drop is None):
             raise ValueError("give exactly one of `keep` or `drop`")
-        if not re.fullmatch(r"[A-Za-z0-9_]+", self.reason):
-            raise ValueError(f"reason {self.reason!r} must be letters, digits and underscores")
         expr.compile_expr(self.keep or self.drop or "")  # syntax check; names are checked against steps later
         return self
 

@@ -14,7 +14,6 @@ score, are dropped with ``reason``. The threshold and the kept share are recorde
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +21,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curate import dedup, schema
-from curate.operator import DatasetOperator, Params, RunContext, mark, register
+from curate.operator import DatasetOperator, Params, Reason, RunContext, mark, register
 
 BINS = 1 << 16
 
@@ -32,14 +31,12 @@ class SelectParams(Params):
     fraction: float | None = Field(None, gt=0, le=1, description="Keep the best documents covering this share "
                                    "of all characters (PreSelect: 0.1).")
     threshold: float | None = Field(None, description="Or: keep documents with score >= threshold.")
-    reason: str = Field("preselect_below_threshold", description="Drop reason counted in stats.")
+    reason: Reason = Field("preselect_below_threshold", description="Drop reason counted in stats.")
 
     @model_validator(mode="after")
     def _one(self) -> "SelectParams":
         if (self.fraction is None) == (self.threshold is None):
             raise ValueError("give exactly one of `fraction` or `threshold`")
-        if not re.fullmatch(r"[A-Za-z0-9_]+", self.reason):
-            raise ValueError(f"reason {self.reason!r} must be letters, digits and underscores")
         return self
 
 
