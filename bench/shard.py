@@ -32,7 +32,7 @@ def _encode(args: tuple[str, list[str]]) -> int:
     from curate.tokenizers import load
 
     spec, texts = args
-    return sum(len(x) for x in load(spec).encode_batch(texts))
+    return sum(len(x) for x in load(spec).encode_arrays(texts))
 
 
 def bare(texts: list[str], spec: str, workers: int = 2) -> tuple[float, int]:
@@ -58,7 +58,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="curate-shard-bench-"))
     cfg = {"input": {"paths": [str(corpus)], "format": "jsonl", "source": "bench"}, "ray": {"num_cpus": 2},
            "steps": [{"name": "shard", "tokenizer": a.tokenizer, "tokens_per_shard": 10_000_000,
-                      "max_doc_tokens": 2048, "partitions": 4}]}
+                      "max_doc_tokens": 2048, "writers": 4}]}
     (tmp / "shard.yaml").write_text(yaml.safe_dump(cfg))
     m = measure([sys.executable, "-m", "curate.cli", "run", str(tmp / "shard.yaml"), "-o", str(tmp / "out"), "-q"])
     stats = json.loads((tmp / "out" / "stats.json").read_text())

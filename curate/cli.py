@@ -82,10 +82,9 @@ def _cmd_tokstats(args: argparse.Namespace) -> int:
           f"{'unique':>8}{'whole words':>12}")
     for spec in args.tokenizer:
         tok = load(spec)
-        st = TokStats()
+        st = TokStats(tok.vocab_size)
         texts = [d["text"] for d in docs]
-        for d, ids in zip(docs, tok.encode_batch(texts)):
-            st.add(langs.get(d["id"]), d["text"], ids, tok.token_strings(ids))
+        st.add([langs.get(d["id"]) for d in docs], texts, tok.encode_arrays(texts), tok)
         for lang, m in st.report().items():
             print(f"{spec:<24}{lang:<6}{m['documents']:>6}{m['tokens']:>10}{m['fertility'] or 0:>10.3f}"
                   f"{m['chars_per_token'] or 0:>10.3f}{m['unique_tokens']:>8}{m['whole_word_share'] or 0:>12.3f}")

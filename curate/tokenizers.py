@@ -16,10 +16,13 @@ import gzip
 import hashlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from curate.files import cache_dir, file_sha256
 
@@ -44,6 +47,7 @@ class Tokenizer:
 
     def __init__(self, spec: str):
         self.spec = spec
+        self._words: dict[int, str | None] = {}
         kind, _, name = spec.partition(":")
         if kind == "tiktoken":
             self._tk = _tiktoken(name)
@@ -72,19 +76,47 @@ class Tokenizer:
             return self._tk.encode_ordinary_batch(texts, num_threads=1)
         return [e.ids for e in self._hf.encode_batch(texts, add_special_tokens=False)]
 
+    def encode_arrays(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids as uint32 arrays: the bulk path (tiktoken fills a buffer in Rust, ~1.2x faster than
+        building Python int lists, and the ids never become Python objects). Same ids as encode_batch."""
+        if self._tk is not None:
+            return [self._tk_array(t) for t in texts]
+        return [np.asarray(e.ids, dtype=np.uint32) for e in self._hf.encode_batch(texts, add_special_tokens=False)]
+
+    def _tk_array(self, text: str) -> np.ndarray:
+        try:  # special-token text is encoded as ordinary text, as in encode_ordinary
+            return self._tk.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        except UnicodeEncodeError:  # lone surrogates: tiktoken's own fix-up lives in encode_ordinary
+            return np.asarray(self._tk.encode_ordinary(text), dtype=np.uint32)
+
     def count(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.encode_batch(texts)]
+        return [len(ids) for ids in self.encode_arrays(texts)]
 
     def decode(self, ids: list[int]) -> str:
         if self._tk is not None:
             return self._tk.decode(ids)
         return self._hf.decode(ids, skip_special_tokens=False)
 
-    def token_strings(self, ids: list[int]) -> list[str]:
-        """Surface form of each token (for the whole-word share)."""
+    def word_of(self, i: int) -> str | None:
+        """The token's surface without surrounding spaces if it is one whole word (\\w+), else None: the
+        vocabulary side of the whole-word share. Resolved lazily (only ids seen) and cached per process."""
+        try:
+            return self._words[i]
+        except KeyError:
+            s = (self._surface(i) or "").strip()
+            w = self._words[i] = s if s and _WORD.fullmatch(s) else None
+            return w
+
+    def _surface(self, i: int) -> str | None:
         if self._tk is not None:
-            return [self._tk.decode_single_token_bytes(i).decode("utf-8", errors="replace") for i in ids]
-        return [self._hf.decode([i]) for i in ids]
+            try:
+                return self._tk.decode_single_token_bytes(i).decode("utf-8", errors="replace")
+            except KeyError:  # ids between the ranks and the special tokens are unassigned
+                return None
+        return self._hf.decode([i])
+
+
+_WORD = re.compile(r"\w+")
 
 
 def _first_token(tok: Any, names: tuple[str, ...]) -> int | None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -65,9 +66,11 @@ def atomic_write(url: str, data: bytes) -> None:
             f.write(data)
 
 
-def compress(data: bytes, codec: str) -> bytes:
+def compress(data: bytes, codec: str, threads: int = 1) -> bytes:
+    """zstd level 3 in zstd's multi-threaded format (threads >= 1), whose bytes do not depend on the thread count,
+    so a writer may use more threads without changing its output; gzip level 6 without a timestamp."""
     if codec == "zstd":
-        return zstandard.ZstdCompressor(level=3).compress(data)
+        return zstandard.ZstdCompressor(level=3, threads=max(1, threads)).compress(data)
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
@@ -78,10 +81,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     data = zstandard.ZstdDecompressor().stream_reader(raw).read() if str(path).endswith(".zst") \
         else gzip.decompress(raw)
     return [json.loads(line) for line in data.decode("utf-8").splitlines()]
-
-
-def _dump(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
 
 
 def _scalar(v: Any) -> Any:
@@ -148,29 +147,30 @@ class DolmaWriter:
         atomic_write(f"{self.out_dir}/_parts/{part}.json", (json.dumps(marker, indent=1) + "\n").encode())
         return summary
 
-    def write_documents(self, kept: pa.Table, part: str) -> str:
+    def document_lines(self, kept: pa.Table) -> list[bytes]:
+        """One Dolma document line per row (newline included), keys in a fixed order."""
         lines = []
         for rid, text, src, created, meta in zip(*(kept.column(c).to_pylist() for c in
                                                    ("id", "text", "source", "created", "metadata"))):
-            line = '{"id":' + _dump(rid) + ',"text":' + _dump(text) + ',"source":' + _dump(src or self.source)
+            d = {"id": rid, "text": text, "source": src or self.source}
             if self.added:
-                line += ',"added":' + _dump(self.added)
+                d["added"] = self.added
             if created:
-                line += ',"created":' + _dump(created)
-            line += ',"metadata":' + _dump(json.loads(meta) if meta else {}) + "}"
-            lines.append(line)
-        rel = f"documents/{self.source}/{part}{self.ext}"
-        atomic_write(f"{self.out_dir}/{rel}", compress(("\n".join(lines) + "\n").encode("utf-8"), self.codec))
-        return rel
+                d["created"] = created
+            d["metadata"] = orjson.loads(meta) if meta else {}
+            lines.append(orjson.dumps(d, option=orjson.OPT_APPEND_NEWLINE))
+        return lines
 
-    def write_attributes(self, kept: pa.Table, part: str, attr_cols: list[str]) -> list[str]:
+    def attribute_lines(self, kept: pa.Table, attr_cols: list[str]) -> dict[str, list[bytes]]:
+        """Per attribute set, one line per row (same rows, same order as the documents): span attributes as they
+        are, scalars as one span over the whole text, nulls as no span."""
         by_set: dict[str, list[str]] = {}
         for c in attr_cols:
             by_set.setdefault(schema.attribute_set(c), []).append(c)
         ids = kept.column("id").to_pylist()
         srcs = [s or self.source for s in kept.column("source").to_pylist()]
         lengths = pc.utf8_length(kept.column("text")).to_pylist()
-        out = []
+        out = {}
         for aset, cols in sorted(by_set.items()):
             values = {c: kept.column(c).to_pylist() for c in cols}
             is_span = {c: pa.types.is_list(kept.schema.field(c).type) for c in cols}
@@ -184,9 +184,21 @@ class DolmaWriter:
                     else:
                         v = _scalar(v)
                         attrs[c] = [[0, lengths[i] or 0, v]] if v is not None else []
-                lines.append('{"id":' + _dump(rid) + ',"source":' + _dump(src) + ',"attributes":' + _dump(attrs) + "}")
+                lines.append(orjson.dumps({"id": rid, "source": src, "attributes": attrs},
+                                          option=orjson.OPT_APPEND_NEWLINE))
+            out[aset] = lines
+        return out
+
+    def write_documents(self, kept: pa.Table, part: str) -> str:
+        rel = f"documents/{self.source}/{part}{self.ext}"
+        atomic_write(f"{self.out_dir}/{rel}", compress(b"".join(self.document_lines(kept)), self.codec))
+        return rel
+
+    def write_attributes(self, kept: pa.Table, part: str, attr_cols: list[str]) -> list[str]:
+        out = []
+        for aset, lines in self.attribute_lines(kept, attr_cols).items():
             rel = f"attributes/{aset}/{self.source}/{part}{self.ext}"
-            atomic_write(f"{self.out_dir}/{rel}", compress(("\n".join(lines) + "\n").encode("utf-8"), self.codec))
+            atomic_write(f"{self.out_dir}/{rel}", compress(b"".join(lines), self.codec))
             out.append(rel)
         return out
 

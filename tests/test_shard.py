@@ -43,7 +43,7 @@ def _run(paths, out: Path, tokenizer="tiktoken:cl100k_base", per_shard=3000, max
     cfg = parse_config({"input": {"paths": paths}, "steps": [
         {"name": "langid"},
         {"name": "shard", "tokenizer": tokenizer, "tokens_per_shard": per_shard, "max_doc_tokens": max_doc,
-         "partitions": 3, **extra}]})
+         "writers": 3, **extra}]})
     stats = run_pipeline(cfg, str(out), progress=False)
     return json.loads((out / "manifest.json").read_text()), stats
 
@@ -231,7 +231,7 @@ def test_split_document_unit():
     for spans in (None, [[m, m + 20, 0.9] for m in range(0, len(text) - 20, 20)]):
         pieces = split_document(text, tok, 50, spans)
         assert "".join(text[a:b] for a, b, _ in pieces) == text
-        assert all(len(ids) <= 50 and ids == tok.encode_batch([text[a:b]])[0] for a, b, ids in pieces)
+        assert all(len(ids) <= 50 and ids.tolist() == tok.encode_batch([text[a:b]])[0] for a, b, ids in pieces)
         if spans:  # cuts fall on span ends
             ends = {e for _, e, _ in spans} | {len(text)}
             assert all(b in ends for _, b, _ in pieces)
