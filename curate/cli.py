@@ -29,6 +29,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(format_table(stats))
     root = Path(out).resolve() if "://" not in out else out
     print(f"\noutput:    {root}/documents/ (Dolma documents), {root}/attributes/ (scores)")
+    sharder = next((x for x in cfg.steps if x.op.writes_documents), None)
+    shard = next((s.get("info") for s in stats["steps"] if sharder and s["step"] == sharder.label), None)
+    if shard:
+        tokens = f", tokenized output in {root}/tokens/" if getattr(sharder.params, "write_tokens", False) else ""
+        print(f"shards:    {shard['shards']} token-balanced shards, {shard['tokens']:,} tokens "
+              f"({shard['tokenizer']['spec']}): {root}/manifest.json{tokens}")
     print(f"stats:     {root}/stats.json (live during the run), {root}/stats/docs/*.parquet (per document)")
     print(f"dashboard: the web dashboard is not built yet; until then `curate inspect {out}` prints these stats")
     return 0 if stats["totals"]["balanced"] else 3
@@ -78,7 +84,8 @@ def _cmd_tokstats(args: argparse.Namespace) -> int:
             spans = a["attributes"].get("langid__lang") or []
             if spans:
                 langs[a["id"]] = spans[0][2]
-    print(f"{'tokenizer':<24}{'lang':<6}{'docs':>6}{'tokens':>10}{'fertility':>10}{'chars/tok':>10}"
+    w = max(24, *(len(spec) + 2 for spec in args.tokenizer))
+    print(f"{'tokenizer':<{w}}{'lang':<6}{'docs':>6}{'tokens':>10}{'fertility':>10}{'chars/tok':>10}"
           f"{'unique':>8}{'whole words':>12}")
     for spec in args.tokenizer:
         tok = load(spec)
@@ -86,7 +93,7 @@ def _cmd_tokstats(args: argparse.Namespace) -> int:
         texts = [d["text"] for d in docs]
         st.add([langs.get(d["id"]) for d in docs], texts, tok.encode_arrays(texts), tok)
         for lang, m in st.report().items():
-            print(f"{spec:<24}{lang:<6}{m['documents']:>6}{m['tokens']:>10}{m['fertility'] or 0:>10.3f}"
+            print(f"{spec:<{w}}{lang:<6}{m['documents']:>6}{m['tokens']:>10}{m['fertility'] or 0:>10.3f}"
                   f"{m['chars_per_token'] or 0:>10.3f}{m['unique_tokens']:>8}{m['whole_word_share'] or 0:>12.3f}")
     return 0
 

