@@ -77,7 +77,8 @@ def main() -> None:
     tokens = manifest["totals"]["tokens"]
     rate = tokens / shard_s
     print(f"\n{'':<44}{'seconds':>9}{'tokens':>12}{'tokens/s':>12}")
-    print(f"{'bare Pool(2) tokenizer batch encode':<44}{batch_s:>9.1f}{batch_tokens:>12}{batch_tokens / batch_s:>12.0f}")
+    print(f"{'bare Pool(2) tokenizer batch encode':<44}{batch_s:>9.1f}{batch_tokens:>12}"
+          f"{batch_tokens / batch_s:>12.0f}")
     print(f"{'bare Pool(2) encode_arrays (fastest path)':<44}{arrays_s:>9.1f}{arrays_tokens:>12}"
           f"{arrays_tokens / arrays_s:>12.0f}")
     print(f"{'curate shard step':<44}{shard_s:>9.1f}{tokens:>12}{rate:>12.0f}")

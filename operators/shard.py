@@ -474,6 +474,7 @@ class Shard(DatasetOperator):
                     "token_dtype": np.dtype(token_dtype(tok.vocab_size)).name,
                     "shards": shards, "totals": {**totals, "shards": len(shards)},
                     "tokenizer_metrics": stats.report()}
-        atomic_write(f"{ctx.out_dir}/manifest.json", (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode())
+        text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+        atomic_write(f"{ctx.out_dir}/manifest.json", text.encode())
         return {"tokenizer": tok.info.as_dict(), "shards": len(shards), **totals,
                 "tokenizer_metrics": manifest["tokenizer_metrics"]}

@@ -172,7 +172,7 @@ def test_deterministic_across_files_and_blocks(ray_session, corpus, sharded, tmp
     manifest2, _ = _run([str(d2)], out2)
     assert [s["tokens"] for s in manifest2["shards"]] == [s["tokens"] for s in manifest["shards"]]
     a, b = _shard_docs(out), _shard_docs(out2)
-    assert {s: [x["id"] for x in docs] for s, docs in a.items()} == {s: [x["id"] for x in docs] for s, docs in b.items()}
+    assert {s: [x["id"] for x in d] for s, d in a.items()} == {s: [x["id"] for x in d] for s, d in b.items()}
     for s in a:
         for f in (f"tokens/part-{s:05d}-00000.npy", f"tokens/part-{s:05d}-00000.csv.gz",
                   f"attributes/langid/web/shard-{s:05d}.jsonl.zst"):
