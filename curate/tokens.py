@@ -12,12 +12,13 @@ import base64
 import csv
 import gzip
 import io
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from curate.tokenizers import WORD
 
 
 def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
@@ -44,7 +45,6 @@ def read_part(npy: str | Path, vocab_size: int) -> list[dict[str, Any]]:
     return out
 
 
-_WORD = re.compile(r"\w+", re.UNICODE)
 _COUNTS = ("docs", "chars", "tokens", "sampled", "sample_words", "sample_tokens", "whole")
 
 
@@ -86,7 +86,7 @@ class TokStats:
             bits[used] = True
         for i in (np.flatnonzero(sample) if sample is not None else range(len(texts))):
             s = self.n[codes[i]]
-            present = set(_WORD.findall(texts[i]))
+            present = set(WORD.findall(texts[i]))
             u, c = np.unique(ids[i], return_counts=True)
             s["sampled"] += 1
             s["sample_words"] += len(texts[i].split())
