@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 def build_corpus(n_docs: int, seed: int = 7) -> Path:
     import zstandard
 
-    from curate.dedup import normalize
+    from operators.dedup.common import normalize
     from make_corpus import wiki_summaries
 
     out = CACHE / f"dedup-{n_docs}-{seed}"
@@ -214,8 +214,8 @@ def signature_throughput(docs: list[dict]) -> dict[str, float]:
     import numpy as np
     from datasketch import MinHash
 
-    from curate.dedup import normalize, normalize_many
-    from operators.minhash_dedup import block_word_shingles, signatures_flat
+    from operators.dedup.common import normalize, normalize_many
+    from operators.dedup.minhash import block_word_shingles, signatures_flat
 
     mb = sum(len(d["text"].encode()) for d in docs) / 1e6
     res = {}

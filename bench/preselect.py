@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow as pa  # noqa: E402
 
-from curate import train_preselect as tp  # noqa: E402
-from scorers.preselect import PreSelect, PreSelectParams, load_scorer, prepare  # noqa: E402
+from scorers.preselect import train as tp  # noqa: E402
+from scorers.preselect.operator import PreSelect, PreSelectParams, load_scorer, prepare  # noqa: E402
 
 
 def best_of(fn, repeats: int = 3) -> float:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from make_corpus import wiki_summaries  # noqa: E402
 
 from curate import schema  # noqa: E402
-from operators.rephrase import STYLES, Rephrase, RephraseParams  # noqa: E402
+from operators.rephrase.operator import STYLES, Rephrase, RephraseParams  # noqa: E402
 
 
 def main() -> None:

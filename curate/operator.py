@@ -134,28 +134,73 @@ class DatasetOperator(Operator):
         """Transform the whole dataset (live rows and tombstones alike; keep tombstones untouched)."""
 
 
-_REGISTRY: dict[str, type[Operator]] = {}
+# Operators come in through this entry-point group only: this project's stages are declared in its pyproject.toml
+# like anyone else's, and a user's package that declares the group is picked up after `pip install`.
+ENTRY_POINT_GROUP = "curate.operators"
 
 
-def register(cls: type[Operator]) -> type[Operator]:
-    """Class decorator: make an operator available to pipeline.yaml under ``cls.name``."""
+@dataclass(frozen=True)
+class Plugin:
+    """Where an operator came from: the distribution that declared it (for `curate operators` and errors)."""
+
+    cls: type[Operator]
+    distribution: str
+    version: str
+    target: str  # the entry point's `module:attr`
+
+
+class PluginError(TypeError):
+    """An operator entry point that cannot be used (load failure, wrong type, two packages, one name)."""
+
+
+def check_operator(cls: Any, name: str | None = None) -> type[Operator]:
+    """The rules every operator class meets before it can run: an Operator subclass with a name (equal to its
+    entry point's), whose output columns start with ``<name>__`` (attributes are namespaced by step)."""
+    if not (isinstance(cls, type) and issubclass(cls, Operator)):
+        raise PluginError(f"{cls!r} is not a curate Operator subclass")
     if not getattr(cls, "name", None):
-        raise TypeError(f"{cls.__qualname__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise TypeError(f"operator name {cls.name!r} registered twice")
+        raise PluginError(f"{cls.__qualname__} has no name")
+    if name is not None and cls.name != name:
+        raise PluginError(f"entry point {name!r} loads {cls.__qualname__}, whose name is {cls.name!r}")
     for col in cls.outputs:
         if not col.startswith(cls.name + "__"):
-            raise TypeError(f"{cls.name}: output column {col!r} must start with '{cls.name}__'")
-    _REGISTRY[cls.name] = cls
+            raise PluginError(f"{cls.name}: output column {col!r} must start with '{cls.name}__'")
     return cls
 
 
-def registry() -> dict[str, type[Operator]]:
-    """All registered operators. Importing the ``operators`` and ``scorers`` packages registers them."""
-    import operators  # noqa: F401  (registration side effect)
-    import scorers  # noqa: F401
+_PLUGINS: dict[str, Plugin] | None = None
 
-    return dict(_REGISTRY)
+
+def plugins() -> dict[str, Plugin]:
+    """Every operator declared in the ``curate.operators`` entry-point group, loaded once per process."""
+    global _PLUGINS
+    if _PLUGINS is not None:
+        return dict(_PLUGINS)
+    from importlib.metadata import entry_points
+
+    found: dict[str, Plugin] = {}
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        if ep.name in found:
+            prev = found[ep.name]
+            if (prev.distribution, prev.target) == (dist, ep.value):
+                continue  # the same distribution seen twice on sys.path
+            raise PluginError(f"operator name {ep.name!r} is declared by two packages: {prev.distribution} "
+                              f"({prev.target}) and {dist} ({ep.value}); uninstall or rename one")
+        try:
+            cls = ep.load()
+        except Exception as e:  # noqa: BLE001  (a broken plug-in is named, not a stack trace)
+            raise PluginError(f"operator {ep.name!r} from {dist} ({ep.value}) failed to load: "
+                              f"{type(e).__name__}: {e}") from e
+        found[ep.name] = Plugin(check_operator(cls, ep.name), dist, version, ep.value)
+    _PLUGINS = found
+    return dict(found)
+
+
+def registry() -> dict[str, type[Operator]]:
+    """pipeline.yaml step names -> operator classes, from the entry points (see :func:`plugins`)."""
+    return {name: p.cls for name, p in plugins().items()}
 
 
 def mark(

@@ -348,7 +348,7 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None) -> Iterator[pa
     fmt = detect_format(url, spec.format)
     rows = _Rows(url, spec.docs_per_block, spec.source)
     skipped: Counter = Counter()
-    seconds = 0.0
+    seconds, started = 0.0, time.time()
     try:
         with fsspec.open(url, "rb") as f:
             blocks = READERS[fmt](f, rows, spec, skipped)
@@ -367,7 +367,9 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None) -> Iterator[pa
         import ray
 
         ray.get(stats_actor.add_read.remote(url, rows.ordinal, dict(skipped)))
-        ray.get(stats_actor.add_time.remote("read", seconds, rows.ordinal))
+        from curate.stats import worker_id
+
+        ray.get(stats_actor.add_time.remote("read", seconds, rows.ordinal, worker_id(), started, time.time()))
 
 
 def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str, str]] | None = None):

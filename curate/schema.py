@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # Dolma document fields, in the order they are written.
 DOC_FIELDS = ("id", "text", "source", "added", "created", "metadata")
@@ -102,3 +104,20 @@ def conform(table: pa.Table) -> pa.Table:
         cols.append(table.column(c))
         names.append(c)
     return pa.Table.from_arrays(cols, names=names)
+
+
+# A document's node id: its input file's index in the sorted input list (high bits) and its ordinal in the file
+# (low bits). Stable across runs and partitionings, so whole-dataset steps can key decisions by it.
+NODE_SHIFT = 32
+
+
+def node_ids(table: pa.Table, file_index: dict[str, int]) -> np.ndarray:
+    """Node ids of the rows of ``table`` (see NODE_SHIFT); ``file_index`` is RunContext.file_index."""
+    files = table.column(FILE).to_pylist()
+    idx = np.fromiter((file_index[f] for f in files), dtype=np.int64, count=len(files))
+    return (idx << NODE_SHIFT) | table.column(ORD).to_numpy().astype(np.int64)
+
+
+def live_mask(table: pa.Table) -> np.ndarray:
+    """Rows no step has dropped or failed yet."""
+    return pc.is_null(table.column(FATE)).to_numpy(zero_copy_only=False)

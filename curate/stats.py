@@ -34,15 +34,26 @@ class StatsActor:
         self.read_files: dict[str, int] = {}
         self.skipped: Counter = Counter()
         self.info: dict[str, dict[str, Any]] = {}
+        self.workers: dict[str, set[str]] = defaultdict(set)
+        self.span: dict[str, list[float]] = {}
 
     def set_info(self, step: str, info: dict[str, Any]) -> None:
         """Step-specific results a count cannot carry (e.g. dedup's cluster-size histogram)."""
         self.info[step] = info
 
-    def add_time(self, step: str, seconds: float, rows: int) -> None:
+    def add_time(self, step: str, seconds: float, rows: int, worker: str | None = None,
+                 start: float | None = None, end: float | None = None) -> None:
+        """One batch of ``step``: its seconds, rows, the worker process that ran it (node:pid) and when it began
+        and ended (epoch seconds; end defaults to start + seconds), so stats can show how many workers ran a step
+        and its wall time next to its summed seconds."""
         self.seconds[step] += seconds
         self.batches[step] += 1
         self.rows[step] += rows
+        if worker is not None and start is not None:
+            self.workers[step].add(worker)
+            end = start + seconds if end is None else end
+            lo, hi = self.span.get(step, (start, end))
+            self.span[step] = [min(lo, start), max(hi, end)]
 
     def add_read(self, url: str, documents: int, skipped: dict[str, int]) -> None:
         self.read_files[url] = documents
@@ -50,7 +61,9 @@ class StatsActor:
 
     def snapshot(self) -> dict[str, Any]:
         return {"seconds": dict(self.seconds), "batches": dict(self.batches), "rows": dict(self.rows),
-                "files_read": len(self.read_files), "skipped": dict(self.skipped), "info": dict(self.info)}
+                "files_read": len(self.read_files), "skipped": dict(self.skipped), "info": dict(self.info),
+                "workers": {k: len(v) for k, v in self.workers.items()},
+                "wall": {k: hi - lo for k, (lo, hi) in self.span.items()}}
 
 
 class StageTimer:
@@ -70,6 +83,13 @@ class StageTimer:
             ray.get(self.actor.set_info.remote(self.step, info))
 
 
+def worker_id() -> str:
+    """This worker process as ``<node id prefix>:<pid>``: distinct across the nodes of a cluster."""
+    import os
+
+    return f"{ray.get_runtime_context().get_node_id()[:12]}:{os.getpid()}"
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -78,8 +98,9 @@ class RunStats:
     """Driver-side aggregate of part summaries; renders and writes stats.json."""
 
     def __init__(self, out_dir: str, steps: list[str], config: dict[str, Any], n_files: int,
-                 skipped_files: list[str], actor: Any):
+                 skipped_files: list[str], actor: Any, cluster: dict[str, Any] | None = None):
         self.out_dir = out_dir.rstrip("/")
+        self.cluster = cluster or {}
         self.steps = ["read", *steps]
         self.config = config
         self.n_files = n_files
@@ -126,6 +147,12 @@ class RunStats:
                    "batches": timing.get("batches", {}).get(step, 0),
                    # rows the step has processed so far: moves during the run, before any part is written
                    "rows_processed": timing.get("rows", {}).get(step, 0)}
+            if step in timing.get("workers", {}):
+                # batch steps: how many worker processes ran it, first start to last end, and summed / wall
+                wall = timing["wall"][step]
+                row["workers"] = timing["workers"][step]
+                row["wall_s"] = round(wall, 3)
+                row["parallelism"] = round(seconds.get(step, 0.0) / wall, 2) if wall > 0 else None
             if created[step]:
                 row["created"] = created[step]
             stages = {k.split(":", 1)[1]: round(v, 3) for k, v in seconds.items() if k.startswith(step + ":")}
@@ -145,6 +172,7 @@ class RunStats:
             "updated": now_iso(),
             "elapsed_s": round(elapsed, 3),
             "config": self.config,
+            "cluster": self.cluster,
             "inputs": {"files": self.n_files, "files_read": timing.get("files_read", 0),
                        "skipped_files": self.skipped_files,
                        "records_skipped": dict(sorted(timing.get("skipped", {}).items()))},
@@ -184,13 +212,43 @@ def _append(url: str, text: str) -> None:
         f.write(text)
 
 
+# A step counts as CPU-heavy when its summed seconds are at least this share of the run's elapsed time.
+HEAVY_SHARE, HEAVY_SECONDS = 0.25, 5.0
+
+
+def parallelism_warnings(stats: dict[str, Any]) -> list[str]:
+    """CPU-heavy steps that ran on far fewer workers, or at far lower parallelism, than the cluster allowed.
+
+    The reachable parallelism is bounded by the CPUs and by the step's batches. Light steps are left out: fused
+    with a heavy one into the same task, their wall time spans the heavy step's, so summed / wall says nothing
+    about them. A heavy step at parallelism under 3/4 of reachable was serialised by scheduling (e.g. an actor
+    pool too small for the task steps Ray fused into it), which is what a user should hear about.
+    """
+    cpus = (stats.get("cluster") or {}).get("cpus") or 0
+    elapsed = stats.get("elapsed_s") or 0
+    out = []
+    for s in stats["steps"]:
+        par = s.get("parallelism")
+        if par is None or cpus < 2 or s["seconds"] < max(HEAVY_SECONDS, HEAVY_SHARE * elapsed):
+            continue
+        reachable = min(cpus, s.get("batches") or 1)
+        if reachable >= 2 and (par < 0.75 * reachable or s["workers"] < 0.5 * reachable):
+            out.append(f"warning: step {s['step']} ran at parallelism {par:.2f} ({s['seconds']:.1f} s of work in "
+                       f"{s['wall_s']:.1f} s wall on {s['workers']} worker(s)) with {cpus:g} CPUs available; "
+                       f"raise resources.concurrency of the actor step it is fused into, or give it more input files")
+    return out
+
+
 def format_table(stats: dict[str, Any]) -> str:
     """The per-step table `curate run` and `curate inspect` print."""
-    lines = [f"{'step':<18}{'in':>8}{'out':>8}{'dropped':>9}{'errors':>8}{'seconds':>9}  reasons"]
+    lines = [f"{'step':<18}{'in':>8}{'out':>8}{'dropped':>9}{'errors':>8}{'seconds':>9}{'workers':>8}"
+             f"{'parallel':>9}  reasons"]
     for s in stats["steps"]:
         reasons = ", ".join(f"{k}={v}" for k, v in {**s["dropped"], **s["errors"]}.items())
+        par = f"{s['parallelism']:.2f}" if s.get("parallelism") is not None else "-"
         lines.append(f"{s['step']:<18}{s['in']:>8}{s['out']:>8}{sum(s['dropped'].values()):>9}"
-                     f"{sum(s['errors'].values()):>8}{s['seconds']:>9.2f}  {reasons}")
+                     f"{sum(s['errors'].values()):>8}{s['seconds']:>9.2f}{s.get('workers', '-'):>8}{par:>9}"
+                     f"  {reasons}")
     t = stats["totals"]
     made = f" + created {t['documents_created']}" if t.get("documents_created") else ""
     lines.append(f"documents in {t['documents_in']}{made} = out {t['documents_out']} + dropped {t['dropped']} + "

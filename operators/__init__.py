@@ -1,14 +1,5 @@
-"""Pipeline stages, one module each. Importing this package registers them under their pipeline.yaml names."""
+"""This project's stages that transform, drop or reorder documents: one package (or small module) per stage.
 
-from operators import (  # noqa: F401
-    exact_dedup,
-    extract,
-    filter,  # noqa: A004
-    langid,
-    minhash_dedup,
-    quality_signals,
-    rephrase,
-    segment,
-    select,
-    shard,
-)
+Each stage imports only the framework (``curate``) and its own package; none imports another. They reach
+pipeline.yaml through the ``curate.operators`` entry points in pyproject.toml, like any user's package.
+"""

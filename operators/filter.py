@@ -17,7 +17,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate import expr, schema
-from curate.operator import BatchOperator, Params, Reason, mark, register
+from curate.operator import BatchOperator, Params, Reason, mark
 
 
 class Rule(BaseModel):
@@ -39,7 +39,6 @@ class FilterParams(Params):
     rules: list[Rule] = Field(description="Ordered rules; the first rule a document fails names the reason.")
 
 
-@register
 class Filter(BatchOperator):
     """Drops documents by ordered rules over attributes, each with a named reason."""
 

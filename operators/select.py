@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curate import dedup, schema
-from curate.operator import DatasetOperator, Params, Reason, RunContext, mark, register
+from curate import schema
+from curate.operator import DatasetOperator, Params, Reason, RunContext, mark
 
 BINS = 1 << 16
 
@@ -42,7 +42,7 @@ class SelectParams(Params):
 
 def _scores_chars(table: pa.Table, attribute: str) -> tuple[np.ndarray, np.ndarray]:
     """Scores (NaN when null) and characters of the live rows."""
-    live = table.filter(pa.array(dedup.live_mask(table)))
+    live = table.filter(pa.array(schema.live_mask(table)))
     s = live.column(attribute).cast(pa.float64()).to_numpy(zero_copy_only=False)
     c = pc.fill_null(pc.utf8_length(live.column("text")), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     return np.asarray(s, dtype=np.float64), c
@@ -71,7 +71,6 @@ def threshold_for(pairs_by_bin, hist: np.ndarray, target: float) -> tuple[float,
     return -math.inf, above
 
 
-@register
 class Select(DatasetOperator):
     """Keep the top fraction of documents by characters (or a fixed threshold) by a score attribute."""
 
@@ -95,7 +94,7 @@ class Select(DatasetOperator):
                 return table
             s = table.column(attr).cast(pa.float64()).to_numpy(zero_copy_only=False)
             s = np.asarray(s, dtype=np.float64)
-            live = dedup.live_mask(table)
+            live = schema.live_mask(table)
             below = live & ~(s >= t)  # NaN (no score) is below
             return mark(table, below, schema.DROP, p.reason)
 

@@ -1,3 +1,2 @@
-"""Quality scorers (model-based scoring operators). Each writes scores to attributes; `select`/`filter` decide."""
-
-from scorers import preselect  # noqa: F401
+"""This project's scorers: steps that only write attributes (langid, quality signals, PreSelect). Scoring is kept
+apart from deciding: `filter` and `select` apply thresholds to what these write."""

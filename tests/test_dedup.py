@@ -15,9 +15,9 @@ from datasketch import MinHash
 
 from conftest import sample_responses, write_jsonl
 from curate.config import parse_config
-from curate.dedup import normalize
+from operators.dedup.common import normalize
 from curate.runner import run_pipeline
-from operators.minhash_dedup import (band_keys, optimal_bands_rows, permutations, signature, token_hashes,
+from operators.dedup.minhash import (band_keys, optimal_bands_rows, permutations, signature, token_hashes,
                                      uses_char_shingles)
 
 
@@ -290,7 +290,7 @@ def test_connected_components_against_union_find(ray_session):
     import pyarrow as pa
     import ray.data
 
-    from curate.components import connected_components
+    from operators.dedup.components import connected_components
 
     rng = np.random.default_rng(0)
     n = 3000

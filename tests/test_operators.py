@@ -13,10 +13,10 @@ from conftest import ENGLISH, sample_responses
 from curate import schema
 from curate.config import parse_config
 from curate.expr import ExprError, compile_expr, evaluate
-from operators.extract import Extract, ExtractParams, decode_html
+from operators.extract.operator import Extract, ExtractParams, decode_html
 from operators.filter import Filter, FilterParams
-from operators.langid import LangId, LangIdParams
-from operators.quality_signals import QualitySignals, signals
+from scorers.langid import LangId, LangIdParams
+from scorers.quality_signals import QualitySignals, signals
 
 
 def rows(**cols) -> pa.Table:

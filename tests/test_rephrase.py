@@ -14,7 +14,7 @@ from conftest import ENGLISH, read_zst_jsonl, write_jsonl
 from curate import schema
 from curate.config import ConfigError, parse_config
 from curate.runner import run_pipeline
-from operators.rephrase import STYLES, Rephrase, RephraseParams, chunk_text, copy_share
+from operators.rephrase.operator import STYLES, Rephrase, RephraseParams, chunk_text, copy_share
 
 
 def rows(texts: list[str], ids: list[str] | None = None, **cols) -> pa.Table:
@@ -174,7 +174,7 @@ def test_config_validation():
 
 
 def test_bundled_model_comes_from_the_wheel():
-    from operators._llm import bundled_model_dir
+    from curate.models import bundled_model_dir
 
     d = Path(bundled_model_dir())
     assert (d / "config.json").exists() and json.loads((d / "config.json").read_text())["model_type"] == "llama"

@@ -161,3 +161,33 @@ def test_a_failure_while_planning_is_recorded(ray_session, tmp_path):
     with pytest.raises(FileNotFoundError):
         run_pipeline(cfg, str(tmp_path / "o"), progress=False)
     assert json.loads((tmp_path / "o" / "stats.json").read_text())["status"] == "failed"
+
+
+def test_task_steps_before_an_actor_step_run_on_every_core(ray_session, tmp_path):
+    """Issue 20: Ray fuses read -> extract -> ... into the actor step; the pool must not serialise them."""
+    files = [str(p) for p in sorted(SAMPLE.glob("*.warc.gz"))]
+    steps = [{"name": "extract", "timeout_s": 120}, {"name": "langid"}, {"name": "quality_signals"},
+             {"name": "preselect"}]  # preselect: an actors step by default, as in pipeline.yaml
+    raw = _cfg(files, steps, docs_per_block=8)
+    raw["ray"] = {"target_max_block_bytes": 50_000}
+    stats = run_pipeline(parse_config(raw), str(tmp_path / "o"), progress=False)
+    by = {s["step"]: s for s in stats["steps"]}
+    assert stats["cluster"]["cpus"] == 2
+    for step in ("extract", "langid", "quality_signals", "preselect"):
+        assert by[step]["workers"] >= 2, (step, by[step])
+        assert by[step]["wall_s"] > 0 and by[step]["parallelism"] is not None
+
+
+def test_parallelism_warning_names_a_serialised_heavy_step():
+    from curate.stats import parallelism_warnings
+
+    def stats(par, workers):
+        return {"cluster": {"cpus": 2}, "elapsed_s": 100.0, "steps": [
+            {"step": "extract", "seconds": 90.0, "wall_s": 90.0 / par, "workers": workers, "batches": 20,
+             "parallelism": par},
+            {"step": "langid", "seconds": 2.0, "wall_s": 90.0, "workers": workers, "batches": 20,
+             "parallelism": 0.02}]}
+
+    (line,) = parallelism_warnings(stats(1.0, 1))
+    assert "extract" in line and "parallelism 1.00" in line
+    assert parallelism_warnings(stats(1.8, 2)) == []

