@@ -256,7 +256,8 @@ def code_packages(cfg: PipelineConfig) -> list[str]:
     for step in cfg.steps:
         top = step.op.__module__.split(".")[0]
         mods.setdefault(top, sys.modules[top])
-    return [os.path.dirname(m.__file__) for _, m in sorted(mods.items())]
+    # a package travels as its folder; a plug-in that is a single module, as its .py file (never its site-packages)
+    return [os.path.dirname(m.__file__) if hasattr(m, "__path__") else m.__file__ for _, m in sorted(mods.items())]
 
 
 def init_ray(cfg: PipelineConfig, address: str | None) -> None:

@@ -59,3 +59,11 @@ def test_every_stage_comes_in_through_an_entry_point():
     for name in ("extract", "langid", "quality_signals", "preselect", "exact_dedup", "minhash_dedup", "filter",
                  "select", "segment", "shard", "rephrase"):
         assert found[name].distribution == "curate", found[name]
+
+
+def test_a_cluster_run_ships_the_framework_and_each_step_package():
+    from curate.config import load_config
+    from curate.runner import code_packages
+
+    shipped = code_packages(load_config(REPO / "pipeline.yaml"))
+    assert shipped == [str(REPO / "curate"), str(REPO / "operators"), str(REPO / "scorers")]

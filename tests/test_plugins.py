@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,10 @@ EXAMPLE = REPO / "examples" / "curate-blocklist"
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("plugin")
+    src = tmp_path_factory.mktemp("plugin-src") / EXAMPLE.name  # pip builds in the source tree: not in the repo
+    shutil.copytree(EXAMPLE, src)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True)
+                    "--target", str(target), str(src)], check=True)
     return target
 
 
