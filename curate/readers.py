@@ -154,77 +154,149 @@ def normalize_date(value: str | None) -> str | None:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _Resync(Exception):
+    """Raised inside the WARC loop when the bytes at the current position are not a record."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+# A record starts with a gzip member header (record-per-member .warc.gz, as crawlers write them) or a WARC
+# version line. After a corrupt region the reader scans forward for the next one and goes on from there.
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_WARC_LINE = re.compile(rb"(?:^|\n)WARC/1\.[01]\r?\n")
+_SCAN_CHUNK = 1 << 20
+
+
+def _next_record_start(stream: io.BufferedIOBase, after: int, gz: bool) -> int | None:
+    """Offset of the first plausible record start after ``after`` in the raw file, or None at EOF."""
+    pos = after + 1
+    carry = b""
+    while True:
+        stream.seek(pos)
+        chunk = stream.read(_SCAN_CHUNK)
+        if not chunk:
+            return None
+        data = carry + chunk
+        base = pos - len(carry)
+        if gz:
+            k = data.find(_GZIP_MAGIC)
+            if k >= 0:
+                return base + k
+        else:
+            m = _WARC_LINE.search(data)
+            if m:
+                return base + m.start() + (1 if data[m.start():m.start() + 1] == b"\n" else 0)
+        carry = data[-16:]
+        pos += len(chunk)
+
+
 def read_warc(stream: io.BufferedIOBase, rows: _Rows, spec: InputSpec, skipped: Counter) -> Iterator[pa.Table]:
-    """Documents from response/resource (raw payload for `extract`) and conversion (WET text) records."""
+    """Documents from response/resource (raw payload for `extract`) and conversion (WET text) records.
+
+    A corrupt region (flipped bytes, a splice, a record that breaks warcio) costs one ``warc_parse_error`` row with
+    the file and offset; the reader then resynchronises on the next record start and reads on, so whatever part
+    of a damaged file can be read is read. Restarts that fail again before yielding a record (a false match of
+    the record-start pattern inside compressed bytes) are folded into the same error.
+    """
+    gz = rows.url.lower().endswith(".gz")
+    seekable = getattr(stream, "seekable", lambda: False)()
+    start, failed_at = 0, None
+    while True:
+        produced, fail = yield from _read_warc_from(stream, start, rows, spec, skipped)
+        if fail is None:
+            return
+        at, reason, err = fail
+        if produced or failed_at is None:  # a new corrupt region: count it once
+            rows.error(reason, f"{err} at offset {at}", warc_file=rows.url, warc_offset=at)
+            if rows.full():
+                yield rows.flush()
+        failed_at = at
+        nxt = _next_record_start(stream, at, gz) if seekable else None
+        if nxt is None:
+            return
+        start = nxt
+
+
+def _read_warc_from(stream: io.BufferedIOBase, start: int, rows: _Rows, spec: InputSpec, skipped: Counter):
+    """Read records from raw offset ``start``. Returns (records produced, None) at the end of the file, or
+    (records produced, (offset of the failing record, reason, detail)) when the bytes stop making sense."""
     from warcio.archiveiterator import ArchiveIterator
-    from warcio.exceptions import ArchiveLoadFailed
 
     is_arc = bool(re.search(r"\.arc(\.gz)?$", rows.url, re.I))
+    if start:
+        stream.seek(start)
     it = ArchiveIterator(stream, arc2warc=is_arc)
-    offset = 0
+    produced = 0
     try:
         for record in it:
             rtype = record.rec_type
             if rtype not in WARC_TYPES:  # warcio yields a header block it could not parse as a typeless record
-                rows.error("malformed_record", f"unparseable WARC header near offset {it.get_record_offset()}",
-                           warc_file=rows.url)
-                if rows.full():
-                    yield rows.flush()
-                continue
+                raise _Resync("malformed_record", f"unparseable WARC header (type {str(rtype)[:40]!r})")
             if record.format != "warc" and not is_arc:
                 # warcio reads any text line as an ARC header; in a .warc/.wet file that means garbage
-                rows.error("warc_parse_error", f"not a WARC record at offset {it.get_record_offset()} "
-                           "(rest of file skipped)", warc_file=rows.url)
-                break
+                raise _Resync("warc_parse_error", "not a WARC record")
+            produced += 1
             if rtype not in DOC_RECORD_TYPES:
                 skipped[f"record_type:{rtype}"] += 1
                 continue
-            h = record.rec_headers
-            # read the payload first: get_record_offset() reads the record to its end as a side effect
-            payload = _read_upto(record.content_stream(), spec.max_record_bytes + 1)
-            truncated = getattr(record.raw_stream, "limit", 0)
-            offset = it.get_record_offset()
-            rec_id = (h.get_header("WARC-Record-ID") or "").strip("<>")
-            if is_arc or not rec_id:  # arc2warc invents random ids: derive a stable one instead
-                rec_id = schema.stable_id(rows.url, offset)
-            elif rec_id.startswith("urn:uuid:"):
-                rec_id = rec_id[len("urn:uuid:"):]
-            warc_date = h.get_header("WARC-Date")
-            meta: dict[str, Any] = {
-                "url": h.get_header("WARC-Target-URI"),
-                "warc_type": rtype,
-                "warc_record_id": h.get_header("WARC-Record-ID"),
-                "warc_date": warc_date,
-                "warc_file": rows.url,
-                "warc_offset": offset,
-            }
-            http = record.http_headers
-            if http is not None and rtype == "response":
-                meta["http_status"] = _int(http.get_statuscode())
-                meta["content_type"] = http.get_header("Content-Type")
-            else:
-                meta["content_type"] = h.get_header("Content-Type")
-            base = dict(id=rec_id, created=normalize_date(warc_date))
-            if len(payload) > spec.max_record_bytes:
-                rows.add(**base, metadata=_dumps(meta), **{schema.FATE: schema.DROP, schema.REASON: "too_large",
-                         schema.DETAIL: f"payload > {spec.max_record_bytes} bytes"})
-            elif truncated:
-                # the file ended inside this record (truncated gzip or clipped download)
-                rows.add(**base, metadata=_dumps(meta), **{schema.FATE: schema.ERROR,
-                         schema.REASON: "truncated_record",
-                         schema.DETAIL: f"{truncated} bytes missing at offset {offset}"})
-            elif rtype == "conversion":  # WET: text already extracted upstream
-                rows.add(**base, text=payload.decode("utf-8", errors="replace"), metadata=_dumps(meta))
-            elif meta.get("http_status") is not None and not 200 <= meta["http_status"] < 300:
-                rows.add(**base, metadata=_dumps(meta), **{schema.FATE: schema.DROP, schema.REASON: "http_status",
-                         schema.DETAIL: str(meta["http_status"])})
-            else:
-                rows.add(**base, metadata=_dumps(meta), **{schema.RAW: payload})
-            if rows.full():
-                yield rows.flush()
-    except (ArchiveLoadFailed, EOFError, OSError, ValueError, zlib_error()) as e:
-        rows.error("warc_parse_error", f"{type(e).__name__}: {e} (after offset {offset}; rest of file skipped)",
-                   warc_file=rows.url, warc_offset=offset)
+            block = _warc_document(record, it, rows, spec, is_arc)
+            if block is not None:
+                yield block
+    except Exception as e:  # noqa: BLE001  (any parser failure is one counted error, never the end of the run)
+        if isinstance(e, _Resync):
+            return produced, (getattr(it, "offset", start) or start, e.reason, str(e))
+        return produced, (getattr(it, "offset", start) or start, "warc_parse_error",
+                          f"{type(e).__name__}: {str(e)[:200]}")
+    return produced, None
+
+
+def _warc_document(record: Any, it: Any, rows: _Rows, spec: InputSpec, is_arc: bool) -> pa.Table | None:
+    """Add one document record to ``rows``; return a block when ``rows`` is full."""
+    rtype = record.rec_type
+    h = record.rec_headers
+    # read the payload first: get_record_offset() reads the record to its end as a side effect
+    payload = _read_upto(record.content_stream(), spec.max_record_bytes + 1)
+    truncated = getattr(record.raw_stream, "limit", 0)
+    offset = it.get_record_offset()
+    rec_id = (h.get_header("WARC-Record-ID") or "").strip("<>")
+    if is_arc or not rec_id:  # arc2warc invents random ids: derive a stable one instead
+        rec_id = schema.stable_id(rows.url, offset)
+    elif rec_id.startswith("urn:uuid:"):
+        rec_id = rec_id[len("urn:uuid:"):]
+    warc_date = h.get_header("WARC-Date")
+    meta: dict[str, Any] = {
+        "url": h.get_header("WARC-Target-URI"),
+        "warc_type": rtype,
+        "warc_record_id": h.get_header("WARC-Record-ID"),
+        "warc_date": warc_date,
+        "warc_file": rows.url,
+        "warc_offset": offset,
+    }
+    http = record.http_headers
+    if http is not None and rtype == "response":
+        meta["http_status"] = _int(http.get_statuscode())
+        meta["content_type"] = http.get_header("Content-Type")
+    else:
+        meta["content_type"] = h.get_header("Content-Type")
+    base = dict(id=rec_id, created=normalize_date(warc_date))
+    if len(payload) > spec.max_record_bytes:
+        rows.add(**base, metadata=_dumps(meta), **{schema.FATE: schema.DROP, schema.REASON: "too_large",
+                 schema.DETAIL: f"payload > {spec.max_record_bytes} bytes"})
+    elif truncated:
+        # the file ended inside this record (truncated gzip or clipped download)
+        rows.add(**base, metadata=_dumps(meta), **{schema.FATE: schema.ERROR,
+                 schema.REASON: "truncated_record",
+                 schema.DETAIL: f"{truncated} bytes missing at offset {offset}"})
+    elif rtype == "conversion":  # WET: text already extracted upstream
+        rows.add(**base, text=payload.decode("utf-8", errors="replace"), metadata=_dumps(meta))
+    elif meta.get("http_status") is not None and not 200 <= meta["http_status"] < 300:
+        rows.add(**base, metadata=_dumps(meta), **{schema.FATE: schema.DROP, schema.REASON: "http_status",
+                 schema.DETAIL: str(meta["http_status"])})
+    else:
+        rows.add(**base, metadata=_dumps(meta), **{schema.RAW: payload})
+    return rows.flush() if rows.full() else None
 
 
 def _read_upto(stream: io.RawIOBase, limit: int) -> bytes:
@@ -237,12 +309,6 @@ def _read_upto(stream: io.RawIOBase, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
-
-
-def zlib_error() -> type[Exception]:
-    import zlib
-
-    return zlib.error
 
 
 def _int(v: Any) -> int | None:
@@ -359,8 +425,10 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None) -> Iterator[pa
                 if block is None:
                     break
                 yield block
-    except (OSError, ValueError) as e:  # cannot open: one error row for the file
-        rows.error("open_error", f"{type(e).__name__}: {e}", file=url)
+    except Exception as e:  # noqa: BLE001  (a file its reader cannot go on with: one counted error, not the run)
+        reason = "open_error" if isinstance(e, OSError) and rows.ordinal == 0 else "read_error"
+        rows.error(reason, f"{type(e).__name__}: {str(e)[:300]} (rest of file skipped)", file=url,
+                   offset=rows.ordinal)
     if rows.rows:
         yield rows.flush()
     if stats_actor is not None:
