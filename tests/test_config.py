@@ -102,3 +102,13 @@ def test_missing_input_files_fail_before_output(ray_session, tmp_path):
     with pytest.raises(FileNotFoundError):
         run_pipeline(cfg, str(tmp_path / "out"), progress=False)
     assert not Path(tmp_path / "out").exists()
+
+
+def test_an_output_that_cannot_be_written_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    res = subprocess.run([sys.executable, "-m", "curate.cli", "run", "pipeline.yaml", "-o", str(blocker / "out")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert str(blocker) in res.stderr
