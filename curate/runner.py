@@ -307,6 +307,10 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
     init_ray(cfg, address)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = progress
+    if not progress:  # -q: Ray Data's per-dataset INFO lines (plans, "execution finished") would drown the summary
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx.execution_options.preserve_order = limit is not None  # `limit` must take the same documents each run
     from ray.data.context import DEFAULT_TARGET_MAX_BLOCK_SIZE
 
