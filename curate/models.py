@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from curate.files import cache_dir
 
@@ -44,14 +47,7 @@ def bundled_tokenizer_json() -> Path:
 
         gguf = bundled_gguf()
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-        tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another worker won the race: use theirs
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+        _publish(target, tok.save_pretrained)
     return target / "tokenizer.json"
 
 
@@ -64,13 +60,17 @@ def convert_gguf(gguf: Path, target: Path) -> str:
     model.hf_quantizer = None  # weights are de-quantised float32 now; let transformers save them
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    _publish(target, model.save_pretrained, tok.save_pretrained)
+    return str(target)
+
+
+def _publish(target: Path, *save: Callable[[Path], Any]) -> None:
+    """Write a cache directory under a private name and rename it into place, so workers that race to build
+    the same model never see half a directory; the loser drops its copy and uses the winner's."""
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    for fn in save:
+        fn(tmp)
     try:
         os.replace(tmp, target)
-    except OSError:  # another worker won the race: use theirs
-        import shutil
-
+    except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)

@@ -20,13 +20,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate import schema
 from curate.operator import DatasetOperator, RunContext, set_column
+from curate.schema import NODE_SHIFT, live_mask, node_ids
 
-from curate.schema import NODE_SHIFT, live_mask, node_ids  # noqa: F401  (used by the dedup steps)
 DECISION_SCHEMA = pa.schema([("node", pa.int64()), ("cluster", pa.string()), ("cluster_size", pa.int64()),
                              ("is_rep", pa.bool_())])
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from operators.dedup import common as dedup
+from curate import schema
 from curate.operator import Params, RunContext
 
 
@@ -56,10 +57,10 @@ class ExactDedup(dedup.DedupOperator):
         file_index = ctx.file_index
 
         def keys(table: pa.Table) -> pa.Table:
-            sub = table.filter(pa.array(dedup.live_mask(table)))
+            sub = table.filter(pa.array(schema.live_mask(table)))
             k = [key_of(t, m, p.key) for t, m in zip(sub.column("text").to_pylist(),
                                                     sub.column("metadata").to_pylist())]
-            return pa.table({"root": pa.array(k, pa.int64()), "node": pa.array(dedup.node_ids(sub, file_index)),
+            return pa.table({"root": pa.array(k, pa.int64()), "node": pa.array(schema.node_ids(sub, file_index)),
                              "id": sub.column("id"), "rank": pa.array(dedup.rank_value(sub, p.keep_highest))})
 
         decisions = (ds.map_batches(keys, batch_format="pyarrow", batch_size=None)

@@ -40,6 +40,7 @@ from pydantic import Field, model_validator
 
 from operators.dedup import common as dedup
 from operators.dedup.common import normalize_many
+from curate import schema
 from curate.operator import Params, RunContext
 
 U64 = np.uint64
@@ -343,9 +344,9 @@ class _Signer:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         p = self.p
-        live = dedup.live_mask(table)
+        live = schema.live_mask(table)
         sub = table.filter(pa.array(live))
-        nodes = dedup.node_ids(sub, self.file_index)
+        nodes = schema.node_ids(sub, self.file_index)
         ranks = dedup.rank_value(sub, p.keep_highest)
         norms = normalize_many([t or "" for t in sub.column("text").to_pylist()])
         char_mode = np.array([p.shingle == "char" or (p.shingle == "auto" and uses_char_shingles(x)) for x in norms],
