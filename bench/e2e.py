@@ -3,7 +3,7 @@ default pipeline.yaml (every step: dedup, segment, shard) on the same corpus, wi
 
 Both sides read the same WARC corpus (bench/make_corpus.py) and do the same calls: warcio records -> the same
 charset decoding -> trafilatura.extract (+ extract_metadata) -> fastText lid.176 -> Gopher/C4 signals -> the
-default pipeline's filter rules -> zstd JSONL. The bare loop has no Ray, no sandbox, no attribute files, no
+default pipeline's filter rules -> gzip JSONL (the default output.compression). The bare loop has no Ray, no sandbox, no attribute files, no
 per-document stats: the ratio is the price of the framework. The default pipeline's run shows what users get
 (only `tokens_per_shard` is raised from the sample's 20,000 so a 20M-token corpus makes a few shards). Peak RSS is the sum over the whole process tree
 (driver, Ray's own processes, workers, sandbox children), sampled every 0.5 s.
@@ -15,6 +15,7 @@ per-document stats: the ratio is the price of the framework. The default pipelin
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -34,7 +35,6 @@ def _bare_file(args: tuple[str, str]) -> tuple[int, int]:
     """One WARC file, no framework: the same calls curate's operators make."""
     import fasttext
     import trafilatura
-    import zstandard
     from trafilatura.metadata import extract_metadata
     from warcio.archiveiterator import ArchiveIterator
 
@@ -69,8 +69,8 @@ def _bare_file(args: tuple[str, str]) -> tuple[int, int]:
             lines.append(json.dumps({"id": rec.rec_headers.get_header("WARC-Record-ID"), "text": text,
                                      "metadata": {"url": url, "title": meta.title if meta else None,
                                                   "lang": label[9:], **s}}, ensure_ascii=False))
-    data = zstandard.ZstdCompressor(level=3).compress(("\n".join(lines) + "\n").encode())
-    Path(out_dir, Path(path).name + ".jsonl.zst").write_bytes(data)
+    data = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6, mtime=0)
+    Path(out_dir, Path(path).name + ".jsonl.gz").write_bytes(data)
     return n_in, len(lines)
 
 
@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tokens-per-shard", type=int, default=5_000_000)
     ap.add_argument("--subset-only", action="store_true", help="skip the whole default pipeline")
+    ap.add_argument("--compression", choices=["gzip", "zstd"], help="output.compression of both curate runs "
+                    "(default: pipeline.yaml's)")
     ap.add_argument("--bare-worker", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.bare_worker:
@@ -105,6 +107,8 @@ def main() -> None:
     full = yaml.safe_load((REPO / "pipeline.yaml").read_text())
     full["input"].update(paths=[str(path)], source="bench")
     full["ray"] = {"num_cpus": a.workers}
+    if a.compression:
+        full["output"]["compression"] = a.compression
     for s in full["steps"]:
         if s["name"] == "shard":  # the sample's 20,000 would make ~1,000 shards of a 20M-token corpus
             s["tokens_per_shard"] = a.tokens_per_shard

@@ -7,12 +7,13 @@ earlier step makes. Nothing in the config is imported by string: step names reso
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curate.operator import Operator, Params, Resources, registry
 
@@ -46,11 +47,24 @@ class InputSpec(_Strict):
 
 class OutputSpec(_Strict):
     path: str = Field("out", description="Output root (local or fsspec URL); `curate run -o` overrides it.")
-    compression: Literal["zstd", "gzip"] = Field("zstd", description="Compression of document/attribute files.")
+    compression: Literal["gzip", "zstd"] = Field(
+        "gzip", description="Compression of document/attribute files. gzip (.jsonl.gz) is what every dolma command, "
+        "datasets, duckdb and polars read with no extra package; zstd is smaller and faster to write, but dolma's "
+        "Python commands need `smart_open[zst]` for it.")
     added: str | None = Field(
-        None, description="Dolma `added` timestamp written on every document; none if unset (keeps reruns identical)."
-    )
+        None, description="Dolma `added` (ISO-8601) on every document; default: the run's start time (UTC). "
+        "Set it for byte-identical reruns.")
     write_doc_stats: bool = Field(True, description="Write the per-document stats parquet (OUT/stats/docs/).")
+
+    @field_validator("added")
+    @classmethod
+    def _iso(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                datetime.datetime.fromisoformat(v.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{v!r} is not an ISO-8601 timestamp (e.g. 2026-01-31T00:00:00Z)") from None
+        return v
 
 
 class RaySpec(_Strict):
@@ -174,7 +188,7 @@ def parse_config(raw: Any, path: str | None = None) -> PipelineConfig:
         seen[name] = seen.get(name, 0) + 1
         label = name if seen[name] == 1 else f"{name}#{seen[name]}"
         steps.append(StepSpec(name=name, label=label, op=op, params=params, resources=resources))
-        available.update(op.outputs)
+        available.update(op.output_columns(params))
 
     for i, st in enumerate(steps[:-1]):
         if st.op.writes_documents:

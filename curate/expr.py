@@ -1,9 +1,8 @@
 """A small, safe expression language over attribute columns, compiled to vectorised pyarrow.compute calls.
 
-    langid__lang == 'en' and langid__score >= 0.65
-    quality_signals__word_count >= 50 and not quality_signals__dup_line_frac > 0.3
-    langid__lang in ['en', 'fr'] or chars > 10000
-
+    langid__fasttext__en >= 0.65
+    quality_signals__heuristics__word_count >= 50 and not quality_signals__heuristics__dup_line_frac > 0.3
+    langid__fasttext__en + langid__fasttext__fr >= 0.5 or chars > 10000
 Allowed: column names (attributes made by earlier steps, plus ``chars`` = text length), numbers, strings,
 True/False/None, comparisons (chains too), ``in`` / ``not in`` a literal list, ``and``/``or``/``not``, + - * /,
 ``abs()`` and ``is_null()``. Anything else (attribute access, calls, subscripts) is rejected at parse time: the

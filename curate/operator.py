@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import re
 
@@ -79,7 +80,7 @@ class RunContext:
 class Operator(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
-    # Attribute columns this operator adds (full names ``<name>__<key>``) and their Arrow types.
+    # Attribute columns this operator adds (full names ``<name>__<tagger>__<key>``) and their Arrow types.
     outputs: ClassVar[dict[str, pa.DataType]] = {}
     # "tasks": stateless or cheap state, fused with neighbouring steps into one Ray task per block.
     # "actors": expensive model, kept warm in an actor pool.
@@ -96,6 +97,12 @@ class Operator(ABC):
     def __init__(self, params: Params, step_name: str | None = None):
         self.params = params
         self.step_name = step_name or self.name
+
+    @classmethod
+    def output_columns(cls, params: Params) -> dict[str, pa.DataType]:
+        """The columns this step makes with these parameters (default: ``outputs``). Override when they depend
+        on parameters (langid writes one column per configured language)."""
+        return dict(cls.outputs)
 
     @classmethod
     def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
@@ -155,16 +162,22 @@ class PluginError(TypeError):
 
 def check_operator(cls: Any, name: str | None = None) -> type[Operator]:
     """The rules every operator class meets before it can run: an Operator subclass with a name (equal to its
-    entry point's), whose output columns start with ``<name>__`` (attributes are namespaced by step)."""
+    entry point's), whose output columns are Dolma attribute names ``<name>__<tagger>__<key>`` or stats-only
+    ``_stat_<name>__<key>`` columns."""
     if not (isinstance(cls, type) and issubclass(cls, Operator)):
         raise PluginError(f"{cls!r} is not a curate Operator subclass")
     if not getattr(cls, "name", None):
         raise PluginError(f"{cls.__qualname__} has no name")
     if name is not None and cls.name != name:
         raise PluginError(f"entry point {name!r} loads {cls.__qualname__}, whose name is {cls.name!r}")
-    for col in cls.outputs:
-        if not col.startswith(cls.name + "__"):
-            raise PluginError(f"{cls.name}: output column {col!r} must start with '{cls.name}__'")
+    for col, t in cls.outputs.items():
+        if col.startswith(schema.STAT_PREFIX):
+            problem = None if col[len(schema.STAT_PREFIX):].startswith(cls.name + "__") else \
+                f"{col!r}: a stats-only column is {schema.STAT_PREFIX}{cls.name}__<key>"
+        else:
+            problem = schema.check_attribute_name(col, cls.name)
+        if problem:
+            raise PluginError(f"{cls.name}: output column {problem}")
     return cls
 
 
@@ -247,6 +260,13 @@ def _set(table: pa.Table, name: str, col: pa.Array) -> pa.Table:
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), name, col)
     return table.append_column(name, col)
+
+
+def merge_metadata(meta: str | None, extra: dict[str, Any]) -> str:
+    """A document's metadata JSON with ``extra`` keys set (keys sorted, so the bytes depend only on the content)."""
+    d = orjson.loads(meta) if meta else {}
+    d.update(extra)
+    return orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def set_column(table: pa.Table, name: str, col: pa.Array | pa.ChunkedArray) -> pa.Table:

@@ -138,7 +138,8 @@ class _Rows:
 
 
 def normalize_date(value: str | None) -> str | None:
-    """ISO-8601 UTC from a WARC/HTTP date, or None when it is malformed (the raw value stays in metadata)."""
+    """ISO-8601 UTC (``YYYY-MM-DDTHH:MM:SSZ``) from a WARC/ARC date, or None when it is malformed (the raw value
+    then is null in metadata: the record's offset finds the raw header)."""
     if not value:
         return None
     v = value.strip()
@@ -270,7 +271,8 @@ def _warc_document(record: Any, it: Any, rows: _Rows, spec: InputSpec, is_arc: b
         "url": h.get_header("WARC-Target-URI"),
         "warc_type": rtype,
         "warc_record_id": h.get_header("WARC-Record-ID"),
-        "warc_date": warc_date,
+        # one format for every document (Arrow-based readers type the column from its first values)
+        "warc_date": normalize_date(warc_date),  # null when malformed: `created` then falls back (writer)
         "warc_file": rows.url,
         "warc_offset": offset,
     }
@@ -280,7 +282,7 @@ def _warc_document(record: Any, it: Any, rows: _Rows, spec: InputSpec, is_arc: b
         meta["content_type"] = http.get_header("Content-Type")
     else:
         meta["content_type"] = h.get_header("Content-Type")
-    base = dict(id=rec_id, created=normalize_date(warc_date))
+    base = dict(id=rec_id, created=meta["warc_date"])
     if len(payload) > spec.max_record_bytes:
         rows.add(**base, metadata=_dumps(meta), **{schema.FATE: schema.DROP, schema.REASON: "too_large",
                  schema.DETAIL: f"payload > {spec.max_record_bytes} bytes"})
@@ -319,7 +321,9 @@ def _int(v: Any) -> int | None:
 
 
 def _dumps(meta: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in meta.items() if v is not None}, ensure_ascii=False, sort_keys=True)
+    """Metadata JSON with every key a reader sets, null or not: each document of a format then has the same keys,
+    which Arrow-typed readers of the output (datasets 3.x) need across files."""
+    return json.dumps(meta, ensure_ascii=False, sort_keys=True)
 
 
 def _open_text_stream(raw: io.BufferedIOBase, url: str) -> io.BufferedIOBase:

@@ -14,6 +14,7 @@ batches in ways that depend on timing: part files stay deterministic.
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 import shutil
 import sys
@@ -103,7 +104,7 @@ class StepRunner:
             raise RuntimeError("operator must return its input rows, in order, before any new rows")
 
     def _ensure_outputs(self, out: pa.Table) -> pa.Table:
-        for col, typ in self.op.outputs.items():
+        for col, typ in self.op.output_columns(self.op.params).items():
             if col not in out.column_names:
                 out = out.append_column(col, pa.nulls(out.num_rows, typ))
         for col in (schema.FATE, schema.REASON, schema.DETAIL, schema.STEP):
@@ -300,6 +301,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
     from curate.stats import RunStats, StatsActor
 
     out = (out_dir or cfg.output.path).rstrip("/")
+    if cfg.output.added is None:  # Dolma `added` = the run's start (UTC, milliseconds), recorded in stats.json
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"added": now})})
     files, unknown = split_known(expand_paths(cfg.input.paths), cfg.input.format)
     if not files:
         raise FileNotFoundError(f"no readable input files in {cfg.input.paths} (skipped: {unknown})")

@@ -4,9 +4,13 @@ Arrow record batches (pyarrow.Table) are the unit between operators. A row is
 
 * the Dolma document fields: ``id``, ``text``, ``source``, ``created``, ``metadata`` (a JSON string, because
   metadata keys differ per input format and Arrow struct columns would not line up across blocks);
-* attribute columns named ``<step>__<key>`` (``langid__lang``, ``quality_signals__word_count``): scores and
-  labels. They are written to Dolma attribute files under the same names, so a filter expression, an attribute
-  file and the stats parquet all speak of the same thing;
+* attribute columns named as Dolma taggers name their keys, ``<set>__<tagger>__<key>``
+  (``quality_signals__heuristics__word_count``, ``segment__sentences__spans``): numbers, or spans
+  ``[start, end, value]``. ``<set>`` is the step (the ``attributes/<set>/`` folder), ``<tagger>`` the method.
+  They are written to Dolma attribute files under the same names, so a filter expression, an attribute file and
+  the stats parquet all speak of the same thing;
+* stats-only columns ``_stat_<name>`` (a dedup cluster id): per-document facts that are not scores, written to
+  the per-document stats parquet as ``<name>`` and never to attribute files (Dolma attribute values are numbers);
 * bookkeeping columns starting with ``_`` that never reach the document files: provenance (``_file``, ``_ord``),
   the raw payload (``_raw``), and the row's fate (``_fate``, ``_reason``, ``_detail``, ``_step``).
 
@@ -18,6 +22,7 @@ checkable from the output alone: the per-document stats parquet has exactly one 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -63,13 +68,26 @@ BASE_SCHEMA = pa.schema(
 )
 
 
+STAT_PREFIX = "_stat_"  # stats-only columns: _stat_<name> -> stats parquet column <name>
+
+
 def is_attribute(column: str) -> bool:
-    """Attribute columns are ``<set>__<key>``; bookkeeping columns start with ``_``."""
+    """Attribute columns are ``<set>__<tagger>__<key>``; bookkeeping columns start with ``_``."""
     return "__" in column and not column.startswith("_")
 
 
 def attribute_set(column: str) -> str:
     return column.split("__", 1)[0]
+
+
+def check_attribute_name(column: str, set_name: str) -> str | None:
+    """Why ``column`` is not a valid attribute name for step ``set_name`` (None: it is)."""
+    parts = column.split("__")
+    if len(parts) != 3 or not all(re.fullmatch(r"[A-Za-z0-9_]+", x) and not x.startswith("_") for x in parts):
+        return f"{column!r}: attribute names are <set>__<tagger>__<key> (letters, digits, single underscores)"
+    if parts[0] != set_name:
+        return f"{column!r}: the attribute set (first part) must be the step name {set_name!r}"
+    return None
 
 
 def stable_id(*parts: str | int) -> str:

@@ -2,8 +2,8 @@
 
 Layout under OUT (``<part>`` = ``<input file key>-<first ordinal, 6 digits>``):
 
-    documents/<source>/<part>.jsonl.zst            kept documents {id, text, source, added?, created?, metadata}
-    attributes/<set>/<source>/<part>.jsonl.zst     {id, source, attributes: {<set>__<key>: [[start, end, value]]}}
+    documents/<source>/<part>.jsonl.gz             kept documents {id, text, source, added, created, metadata}
+    attributes/<set>/<source>/<part>.jsonl.gz      {id, source, attributes: {<set>__<tagger>__<key>: [[start, end, value]]}}
     stats/docs/<part>.parquet                      one row per input document, kept or not: fate, reason, scores
     _parts/<part>.json                             completion marker, written last, after the files are durable
 
@@ -16,10 +16,12 @@ marker is the last write, so a part without a marker is incomplete, which is wha
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import os
 import posixpath
+import re
 import uuid
 from collections import Counter
 from typing import Any
@@ -83,10 +85,40 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.decode("utf-8").splitlines()]
 
 
-def _scalar(v: Any) -> Any:
-    if isinstance(v, float) and not np.isfinite(v):
+def _scalar(v: Any) -> float | None:
+    """An attribute value as Dolma's schema types it (a float); non-finite numbers and nulls are no span."""
+    if v is None:
         return None
-    return v
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def canonical_time(value: str | None) -> str | None:
+    """An ISO-8601 time as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds; a time without zone is taken as UTC);
+    None when it does not parse. One format for every document: Arrow's JSON reader (datasets, polars, duckdb)
+    types the column from the first values it sees, and a second format in a later file fails the load."""
+    if not value:
+        return None
+    if _CANONICAL_TIME.fullmatch(value):
+        return value
+    try:
+        t = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _spans(v: list | None) -> list[list]:
+    """Spans as Dolma's attribute schema wants them, ``[int start, int end, float value]`` (Arrow holds them as
+    float lists; dolma's Rust mixer unwraps the offsets as integers)."""
+    if not v:
+        return []
+    return [[int(s[0]), int(s[1]), float(s[2]) if len(s) > 2 and s[2] is not None else 1.0] for s in v]
 
 
 class DolmaWriter:
@@ -98,7 +130,9 @@ class DolmaWriter:
         self.source = source
         self.codec = codec
         self.ext = ".jsonl.zst" if codec == "zstd" else ".jsonl.gz"
-        self.added = added
+        self.added = canonical_time(added)
+        if added and not self.added:
+            raise ValueError(f"output.added: {added!r} is not an ISO-8601 time")
         self.keys = keys
         self.write_doc_stats = write_doc_stats
         self.write_docs = write_documents  # False when a sharding step already wrote them
@@ -152,18 +186,22 @@ class DolmaWriter:
         lines = []
         for rid, text, src, created, meta in zip(*(kept.column(c).to_pylist() for c in
                                                    ("id", "text", "source", "created", "metadata"))):
-            d = {"id": rid, "text": text, "source": src or self.source}
-            if self.added:
-                d["added"] = self.added
-            if created:
-                d["created"] = created
+            # `added` and `created` on every document (datasets and dolma's schema expect both): a source without
+            # a date of its own (or one that does not parse, kept in metadata.source_created) gets the run's
+            # `added`, the latest it can have been created
+            when = canonical_time(created)
+            d = {"id": rid, "text": text, "source": src or self.source, "added": self.added,
+                 "created": when or self.added}
             d["metadata"] = orjson.loads(meta) if meta else {}
+            if created and not when:
+                d["metadata"]["source_created"] = created
             lines.append(orjson.dumps(d, option=orjson.OPT_APPEND_NEWLINE))
         return lines
 
     def attribute_lines(self, kept: pa.Table, attr_cols: list[str]) -> dict[str, list[bytes]]:
-        """Per attribute set, one line per row (same rows, same order as the documents): span attributes as they
-        are, scalars as one span over the whole text, nulls as no span."""
+        """Per attribute set, one line per row (same rows, same order as the documents): span attributes with
+        integer offsets, scalars as one span over the whole text, nulls as no span. Every value is a float, as
+        Dolma's attribute schema types it."""
         by_set: dict[str, list[str]] = {}
         for c in attr_cols:
             by_set.setdefault(schema.attribute_set(c), []).append(c)
@@ -180,7 +218,7 @@ class DolmaWriter:
                 for c in cols:
                     v = values[c][i]
                     if is_span[c]:
-                        attrs[c] = v if v is not None else []
+                        attrs[c] = _spans(v)
                     else:
                         v = _scalar(v)
                         attrs[c] = [[0, lengths[i] or 0, v]] if v is not None else []
@@ -203,18 +241,23 @@ class DolmaWriter:
         return out
 
     def _write_doc_stats(self, t: pa.Table, part: str, attr_cols: list[str]) -> str:
-        urls = []
+        urls, langs = [], []
         for meta in t.column("metadata").to_pylist():
             try:
-                urls.append(json.loads(meta).get("url") if meta else None)
+                d = orjson.loads(meta) if meta else {}
+                urls.append(d.get("url"))
+                langs.append(d.get("language"))
             except (ValueError, AttributeError):
                 urls.append(None)
-        scalar_attrs = [c for c in attr_cols if not pa.types.is_list(t.schema.field(c).type)]
+                langs.append(None)
+        scalar_attrs = [c for c in attr_cols if not pa.types.is_nested(t.schema.field(c).type)]
+        stat_cols = [c for c in t.column_names if c.startswith(schema.STAT_PREFIX)]
         cols = {
             "id": t.column("id"),
             "file": t.column(schema.FILE),
             "ord": t.column(schema.ORD),
             "url": pa.array(urls, pa.string()),
+            "language": pa.array([x if isinstance(x, str) else None for x in langs], pa.string()),
             "fate": pc.coalesce(t.column(schema.FATE), pa.scalar("kept")),
             "born": t.column(schema.BORN) if schema.BORN in t.column_names else pa.nulls(t.num_rows, pa.string()),
             "step": t.column(schema.STEP),
@@ -224,6 +267,8 @@ class DolmaWriter:
         }
         for c in scalar_attrs:
             cols[c] = t.column(c)
+        for c in stat_cols:
+            cols[c[len(schema.STAT_PREFIX):]] = t.column(c)
         table = pa.table(cols)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")

@@ -6,8 +6,8 @@ fails, and that rule's ``reason`` is what the stats count.
 
     - name: filter
       rules:
-        - {reason: not_english, keep: "langid__lang == 'en' and langid__score >= 0.65"}
-        - {reason: too_short, drop: "quality_signals__word_count < 50"}
+        - {reason: not_english, keep: "langid__fasttext__en >= 0.65"}
+        - {reason: too_short, drop: "quality_signals__heuristics__word_count < 50"}
 """
 
 from __future__ import annotations

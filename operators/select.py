@@ -27,7 +27,7 @@ BINS = 1 << 16
 
 
 class SelectParams(Params):
-    attribute: str = Field("preselect__score", description="Score attribute (higher is better).")
+    attribute: str = Field("preselect__fasttext__score", description="Score attribute (higher is better).")
     fraction: float | None = Field(None, gt=0, le=1, description="Keep the best documents covering this share "
                                    "of all characters (PreSelect: 0.1).")
     threshold: float | None = Field(None, description="Or: keep documents with score >= threshold.")

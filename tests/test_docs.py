@@ -22,7 +22,7 @@ def test_every_operator_and_parameter_is_in_the_readme():
         for param in info["params"]:
             assert f"`{param}`" in sec, f"README: {name}.{param} is not documented"
         for out in info["outputs"]:
-            key = out.split("__", 1)[1]
+            key = out.rsplit("__", 1)[1]
             assert key in sec or out in sec, f"README: output {out} of {name} is not documented"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,6 +24,7 @@ def sample_run(ray_session, tmp_path_factory):
     raw = yaml.safe_load((REPO / "pipeline.yaml").read_text())
     assert raw["steps"][-1]["name"] == "shard"
     raw["steps"] = raw["steps"][:-1]
+    raw["output"]["added"] = "2026-01-01T00:00:00Z"  # the default (the run's start) differs per run by design
     cfg = parse_config(raw, str(REPO / "pipeline.yaml"))
     out = tmp_path_factory.mktemp("run") / "out"
     stats = run_pipeline(cfg, str(out), progress=False)
@@ -37,18 +39,21 @@ def test_default_pipeline_ends_in_dolma_shards(ray_session, sample_run, tmp_path
     out = tmp_path / "out"
     stats = run_pipeline(cfg, str(out), progress=False)
     assert stats["totals"]["balanced"] and stats["totals"]["documents_out"] == stats0["totals"]["documents_out"]
+    added = stats["config"]["output"]["added"]  # unset in pipeline.yaml: the run's start, on every document
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", added)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["totals"]["shards"] >= 2 and manifest["tokenizer"]["spec"] == "tiktoken:cl100k_base"
-    kept = {d["id"]: d["text"] for f in (unsharded / "documents" / "cc-sample").glob("*.jsonl.zst")
+    kept = {d["id"]: d["text"] for f in (unsharded / "documents" / "cc-sample").glob("*.jsonl.gz")
             for d in read_zst_jsonl(f)}
     parts: dict[str, dict[int, str]] = {}
-    for f in sorted((out / "documents" / "cc-sample").glob("shard-*.jsonl.zst")):
+    for f in sorted((out / "documents" / "cc-sample").glob("shard-*.jsonl.gz")):
         for d in read_zst_jsonl(f):
+            assert d["added"] == added and d["created"] <= added
             m = d["metadata"]
             parts.setdefault(m.get("parent_id", d["id"]), {})[m.get("part", 0)] = d["text"]
     assert {i: "".join(p[k] for k in sorted(p)) for i, p in parts.items()} == kept
     assert manifest["totals"]["documents"] == sum(len(p) for p in parts.values())
-    spans = [a for f in (out / "attributes" / "segment" / "cc-sample").glob("shard-*.jsonl.zst")
+    spans = [a for f in (out / "attributes" / "segment" / "cc-sample").glob("shard-*.jsonl.gz")
              for a in read_zst_jsonl(f)]
     assert len(spans) == manifest["totals"]["documents"]
 
@@ -103,7 +108,7 @@ def test_known_bad_records_of_the_sample_are_counted(sample_run):
 
 def test_documents_are_valid_dolma_and_attributes_align(sample_run):
     cfg, out, _ = sample_run
-    doc_files = sorted((out / "documents" / "cc-sample").glob("*.jsonl.zst"))
+    doc_files = sorted((out / "documents" / "cc-sample").glob("*.jsonl.gz"))
     assert doc_files
     n_docs = 0
     for f in doc_files:
@@ -140,9 +145,9 @@ def test_dedup_on_the_sample(sample_run):
 
 def test_filter_thresholds_hold_on_output(sample_run):
     _, out, _ = sample_run
-    for f in (out / "attributes" / "quality_signals" / "cc-sample").glob("*.jsonl.zst"):
+    for f in (out / "attributes" / "quality_signals" / "cc-sample").glob("*.jsonl.gz"):
         for a in read_zst_jsonl(f):
-            assert a["attributes"]["quality_signals__word_count"][0][2] >= 50
+            assert a["attributes"]["quality_signals__heuristics__word_count"][0][2] >= 50
 
 
 def test_rerun_is_byte_identical(sample_run, tmp_path):

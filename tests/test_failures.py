@@ -38,7 +38,7 @@ def _corpus(d: Path) -> Path:
 
 
 def _config(tmp: Path, corpus: Path) -> Path:
-    cfg = {"input": {"paths": [str(corpus)], "docs_per_block": 25},
+    cfg = {"input": {"paths": [str(corpus)], "docs_per_block": 25}, "output": {"added": "2026-01-01T00:00:00Z"},
            "ray": {"num_cpus": 2},
            "steps": [{"name": "extract", "timeout_s": 120}, {"name": "langid"}, {"name": "quality_signals"},
                      {"name": "preselect"}]}

@@ -100,9 +100,17 @@ def test_langid_real_model():
     t = rows(text=[" ".join(ENGLISH[:2]), "Le chat dort sur le canapé pendant que la pluie tombe.\nIl fait froid.",
                    "東京は日本の首都であり、世界で最も人口の多い都市圏の一つです。", ""])
     out = op.process(t)
-    assert out.column("langid__lang").to_pylist() == ["en", "fr", "ja", None]
-    scores = out.column("langid__score").to_pylist()
+    meta = [json.loads(m) if m else {} for m in out.column("metadata").to_pylist()]
+    assert [m.get("language") for m in meta] == ["en", "fr", "ja", None]
+    scores = out.column("langid__fasttext__confidence").to_pylist()
     assert all(0.5 < s <= 1.0 for s in scores[:3]) and scores[3] is None
+    assert [m.get("language_score") for m in meta[:3]] == scores[:3]
+    # one numeric column per configured language: the top language's probability, 0.0 for languages not ranked
+    en, fr, ja = (out.column(f"langid__fasttext__{c}").to_pylist() for c in ("en", "fr", "ja"))
+    assert en[0] == scores[0] and fr[1] == scores[1] and ja[2] == scores[2] and en[3] is None
+    assert en[2] < 0.05 and set(LangId.output_columns(LangIdParams())) <= set(out.column_names)
+    with pytest.raises(ValueError, match="lower-case"):
+        LangIdParams(languages=["EN"])
 
 
 # ---------------------------------------------------------------------------------- quality signals
@@ -124,7 +132,7 @@ def test_quality_signals_batch_and_unicode():
     t = rows(text=["平仮名とカタカナ。", "مرحبا بالعالم", "नमस्ते दुनिया", "x" * 100_000])
     out = op.process(t)
     assert set(QualitySignals.outputs) <= set(out.column_names)
-    assert out.column("quality_signals__word_count").to_pylist() == [1, 2, 2, 1]
+    assert out.column("quality_signals__heuristics__word_count").to_pylist() == [1, 2, 2, 1]
 
 
 # --------------------------------------------------------------------------------- filter / expr
@@ -147,11 +155,11 @@ def test_expression_language():
 
 def test_filter_first_failing_rule_names_the_reason():
     params = FilterParams(rules=[{"reason": "not_en", "keep": "langid__lang == 'en'"},
-                                 {"reason": "short", "drop": "quality_signals__word_count < 3"}])
+                                 {"reason": "short", "drop": "quality_signals__heuristics__word_count < 3"}])
     op = Filter(params)
     op.setup()
     t = rows(text=["a b c d", "a", "le chat", None], langid__lang=["en", "en", "fr", None],
-             quality_signals__word_count=[4.0, 1.0, 2.0, None])
+             quality_signals__heuristics__word_count=[4.0, 1.0, 2.0, None])
     out = op.process(t)
     assert out.column(schema.FATE).to_pylist() == [None, "drop", "drop", "drop"]
     assert out.column(schema.REASON).to_pylist() == [None, "short", "not_en", "not_en"]

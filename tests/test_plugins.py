@@ -42,7 +42,7 @@ def test_curate_operators_lists_the_plugin_with_its_package(plugin_path):
     assert res.returncode == 0, res.stderr
     ops = json.loads(res.stdout)
     assert ops["url_blocklist"]["package"] == "curate-blocklist" and ops["url_blocklist"]["version"] == "0.1.0"
-    assert ops["caps_ratio"]["outputs"] == {"caps_ratio__ratio": "double"}
+    assert ops["caps_ratio"]["outputs"] == {"caps_ratio__letters__caps_ratio": "double"}
     assert ops["extract"]["package"] == "curate"
 
 
@@ -52,7 +52,7 @@ def test_the_plugin_runs_in_a_pipeline(plugin_path, tmp_path):
            "steps": [{"name": "extract", "timeout_s": 120},
                      {"name": "url_blocklist", "domains": ["github.io"]},
                      {"name": "caps_ratio"},
-                     {"name": "filter", "rules": [{"reason": "shouting", "keep": "caps_ratio__ratio <= 0.5"}]}]}
+                     {"name": "filter", "rules": [{"reason": "shouting", "keep": "caps_ratio__letters__caps_ratio <= 0.5"}]}]}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(cfg))
     bad = tmp_path / "bad.yaml"
@@ -66,9 +66,9 @@ def test_the_plugin_runs_in_a_pipeline(plugin_path, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     step = next(s for s in stats["steps"] if s["step"] == "url_blocklist")
     assert step["dropped"].get("blocked_domain", 0) > 0
-    kept = [d for f in sorted((out / "documents").rglob("*.jsonl.zst")) for d in read_zst_jsonl(f)]
+    kept = [d for f in sorted((out / "documents").rglob("*.jsonl.gz")) for d in read_zst_jsonl(f)]
     assert kept and not any(".github.io/" in (d["metadata"].get("url") or "") for d in kept)
-    attrs = [a for f in sorted((out / "attributes" / "caps_ratio").rglob("*.jsonl.zst")) for a in read_zst_jsonl(f)]
+    attrs = [a for f in sorted((out / "attributes" / "caps_ratio").rglob("*.jsonl.gz")) for a in read_zst_jsonl(f)]
     assert {a["id"] for a in attrs} >= {d["id"] for d in kept}
 
 

@@ -40,7 +40,7 @@ def _score(params: PreSelectParams, texts: list[str]) -> list[float]:
     op = PreSelect(params)
     op.setup()
     out = op.process(pa.table({"id": [str(i) for i in range(len(texts))], "text": texts}))
-    return out.column("preselect__score").to_pylist()
+    return out.column("preselect__fasttext__score").to_pylist()
 
 
 def test_a_model_with_the_official_labels_loads_through_the_scorer_path(tmp_path):
@@ -87,7 +87,7 @@ def _select(rows: list[tuple[str, float | None, int]], blocks: int, **params) ->
     import ray
 
     table = pa.table({"id": [r[0] for r in rows], "text": ["a" * r[2] for r in rows],
-                      "preselect__score": pa.array([r[1] for r in rows], pa.float64()),
+                      "preselect__fasttext__score": pa.array([r[1] for r in rows], pa.float64()),
                       schema.FATE: pa.array([None] * len(rows), pa.string()),
                       schema.REASON: pa.array([None] * len(rows), pa.string()),
                       schema.DETAIL: pa.array([None] * len(rows), pa.string())})

@@ -108,7 +108,7 @@ def test_pipeline_counts_created_documents(ray_session, tmp_path):
     assert t["documents_in"] == 4 and t["documents_created"] == 4 and t["balanced"]
     step = next(s for s in stats["steps"] if s["step"] == "rephrase")
     assert step["created"] == 4 and step["out"] == 4 + 4 - sum(step["dropped"].values())
-    docs = [x for f in (tmp_path / "out" / "documents" / "web").glob("*.zst") for x in read_zst_jsonl(f)]
+    docs = [x for f in (tmp_path / "out" / "documents" / "web").glob("*.jsonl.gz") for x in read_zst_jsonl(f)]
     assert sum(x["source"].endswith("wrap-medium") for x in docs) == 4 - sum(step["dropped"].values())
 
 

@@ -21,7 +21,7 @@ FILES = [str(SAMPLE / n) for n in ("resiliparse_warcfile.warc.gz", "dolma_warc_s
 
 def _docs(out: Path, source: str = "web") -> dict[str, dict]:
     docs = {}
-    for f in sorted((out / "documents" / source).glob("*.jsonl.zst")):
+    for f in sorted((out / "documents" / source).glob("*.jsonl.gz")):
         for d in read_zst_jsonl(f):
             docs[d["id"]] = d
     return docs
@@ -29,7 +29,8 @@ def _docs(out: Path, source: str = "web") -> dict[str, dict]:
 
 def _cfg(paths, steps=None, **inp) -> dict:
     # a generous deadline: these tests compare outputs, which must not depend on how loaded the machine is
-    return {"input": {"paths": paths, **inp},
+    # a fixed `added`: its default, the run's start, differs between the runs these tests compare
+    return {"input": {"paths": paths, **inp}, "output": {"added": "2026-01-01T00:00:00Z"},
             "steps": steps or [{"name": "extract", "timeout_s": 120}, {"name": "langid"}, {"name": "quality_signals"}]}
 
 
@@ -59,7 +60,7 @@ def test_actor_pool_step_gives_the_same_documents(reference, tmp_path):
     out2 = tmp_path / "o"
     run_pipeline(parse_config(_cfg(FILES, steps)), str(out2), progress=False)
     assert _docs(out2) == _docs(out)
-    attrs = sorted((out2 / "attributes" / "langid" / "web").glob("*.zst"))
+    attrs = sorted((out2 / "attributes" / "langid" / "web").glob("*.jsonl.gz"))
     assert attrs
 
 
@@ -83,7 +84,7 @@ def test_jsonl_gz_and_parquet_inputs_keep_ids_and_metadata(ray_session, tmp_path
                          progress=False)
     docs = _docs(out, "mixed")
     assert set(docs) == {"a1", "p1"}
-    assert docs["a1"]["source"] == "books" and docs["a1"]["created"] == "2020-01-01"
+    assert docs["a1"]["source"] == "books" and docs["a1"]["created"] == "2020-01-01T00:00:00Z"
     assert docs["a1"]["metadata"]["lang"] == "en" and docs["a1"]["metadata"]["input_line"] == 1
     assert docs["p1"]["source"] == "mixed"
     assert stats["steps"][0]["errors"] == {"missing_text": 1}
@@ -156,11 +157,22 @@ def test_stats_move_while_a_whole_dataset_step_runs(tmp_path):
 
 
 def test_a_failure_while_planning_is_recorded(ray_session, tmp_path):
-    cfg = parse_config({"input": {"paths": [FILES[2]]}, "steps": [
-        {"name": "shard", "tokenizer": f"hf:{tmp_path / 'missing.json'}"}]})
-    with pytest.raises(FileNotFoundError):
-        run_pipeline(cfg, str(tmp_path / "o"), progress=False)
+    cfg = parse_config({"input": {"paths": [FILES[2]]}, "steps": [{"name": "minhash_dedup"}]})
+    with pytest.raises(OSError):  # the index to dedup against is missing: found only while planning
+        run_pipeline(cfg.model_copy(update={"steps": [cfg.steps[0].model_copy(update={
+            "params": cfg.steps[0].params.model_copy(update={"against": [str(tmp_path / "gone")]})})]}),
+            str(tmp_path / "o"), progress=False)
     assert json.loads((tmp_path / "o" / "stats.json").read_text())["status"] == "failed"
+
+
+def test_a_missing_tokenizer_is_a_config_error(tmp_path):
+    from curate.config import ConfigError
+
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        parse_config({"input": {"paths": [FILES[2]]}, "steps": [
+            {"name": "shard", "tokenizer": f"hf:{tmp_path / 'missing.json'}"}]})
+    with pytest.raises(ConfigError, match="output.added"):
+        parse_config({"input": {"paths": [FILES[2]]}, "output": {"added": "yesterday"}, "steps": []})
 
 
 def test_task_steps_before_an_actor_step_run_on_every_core(ray_session, tmp_path):

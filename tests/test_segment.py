@@ -64,8 +64,8 @@ def test_empty_and_whitespace_documents_through_the_operator():
     op.setup()
     table = pa.table({"id": ["a", "b", "c"], "text": ["", "  \n ", "One. Two."]})
     out = op.process(table)
-    assert out.column("segment__n_sentences").to_pylist() == [0, 0, 2]
-    assert out.column("segment__sentences").to_pylist()[:2] == [[], []]
+    assert out.column("segment__sentences__count").to_pylist() == [0, 0, 2]
+    assert out.column("segment__sentences__spans").to_pylist()[:2] == [[], []]
 
 
 def test_probabilities_do_not_depend_on_batching():
@@ -152,13 +152,13 @@ def test_bundled_model_finds_boundaries_without_punctuation_or_casing():
     assert both > float(np.mean(rule)) + 0.3, (both, rule)
 
 
-def test_rules_backend_and_language_attribute():
-    op = Segment(SegmentParams(backend="rules", lang_attribute="langid__lang"))
+def test_rules_backend_and_metadata_language():
+    op = Segment(SegmentParams(backend="rules"))
     op.setup()
     table = pa.table({"id": ["a", "b"], "text": ["Hello there. How are you?", "Bonjour. Ça va?"],
-                      "langid__lang": ["en", None]})
+                      "metadata": ['{"language": "en"}', None]})
     out = op.process(table)
-    spans = out.column("segment__sentences").to_pylist()
+    spans = out.column("segment__sentences__spans").to_pylist()
     assert [len(s) for s in spans] == [2, 2]
     for text, sp in zip(table.column("text").to_pylist(), spans):
         assert_tiles(text, sp)

@@ -40,7 +40,7 @@ def corpus(tmp_path_factory):
 
 
 def _run(paths, out: Path, tokenizer="tiktoken:cl100k_base", per_shard=3000, max_doc=400, **extra):
-    cfg = parse_config({"input": {"paths": paths}, "steps": [
+    cfg = parse_config({"input": {"paths": paths}, "output": {"added": "2026-01-01T00:00:00Z"}, "steps": [
         {"name": "langid"},
         {"name": "shard", "tokenizer": tokenizer, "tokens_per_shard": per_shard, "max_doc_tokens": max_doc,
          "writers": 3, **extra}]})
@@ -58,7 +58,7 @@ def sharded(ray_session, corpus, tmp_path_factory):
 
 def _shard_docs(out: Path) -> dict[int, list[dict]]:
     return {int(f.name.split("-")[1].split(".")[0]): read_zst_jsonl(f)
-            for f in sorted((out / "documents" / "web").glob("shard-*.jsonl.zst"))}
+            for f in sorted((out / "documents" / "web").glob("shard-*.jsonl.gz"))}
 
 
 def test_manifest_token_counts_equal_retokenizing(sharded):
@@ -69,7 +69,8 @@ def test_manifest_token_counts_equal_retokenizing(sharded):
     for s in manifest["shards"]:
         docs = shards[s["shard"]]
         assert s["documents"] == len(docs)
-        assert s["tokens"] == sum(tok.count([d["text"] for d in docs]))
+        assert s["text_tokens"] == sum(tok.count([d["text"] for d in docs]))
+        assert s["tokens"] == s["text_tokens"] + len(docs)  # each document's EOS: what the token file holds
         assert s["characters"] == sum(len(d["text"]) for d in docs)
     # tiktoken's own expected sha256 of cl100k_base.tiktoken: the identity is the vocabulary file's hash
     assert manifest["tokenizer"]["vocab_sha256"] == "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
@@ -78,7 +79,7 @@ def test_manifest_token_counts_equal_retokenizing(sharded):
 def test_shards_are_balanced_within_one_piece(sharded):
     _, manifest, _ = sharded
     target, max_piece = 3000, 400
-    sizes = [s["tokens"] for s in sorted(manifest["shards"], key=lambda s: s["shard"])]
+    sizes = [s["text_tokens"] for s in sorted(manifest["shards"], key=lambda s: s["shard"])]
     for size in sizes[:-1]:
         assert target - max_piece < size <= target + max_piece
     assert 0 < sizes[-1] <= target + max_piece
@@ -92,7 +93,7 @@ def test_no_piece_in_two_shards_and_pieces_fit(sharded):
         for d in docs:
             assert d["id"] not in seen
             seen[d["id"]] = s
-            assert len(tok.encode_batch([d["text"]])[0]) <= 400
+            assert len(tok.encode_batch([d["text"]])[0]) + 1 <= 400  # max_doc_tokens bounds text + EOS
 
 
 def test_split_documents_rejoin_to_the_original(sharded, corpus):
@@ -131,17 +132,17 @@ def test_tokenized_output_round_trips(sharded):
             ids = [int(x) for x in r["tokens"]]
             assert ids[-1] == tok.eos_id
             assert tok.decode(ids[:-1]) == d["text"]
-            assert r["loc"] == docs.index(d) + 1 and r["src"].endswith(f"shard-{s['shard']:05d}.jsonl.zst")
+            assert r["loc"] == docs.index(d) + 1 and r["src"].endswith(f"shard-{s['shard']:05d}.jsonl.gz")
 
 
 def test_attributes_follow_their_documents(sharded):
     out, _, _ = sharded
-    for f in sorted((out / "documents" / "web").glob("shard-*.jsonl.zst")):
+    for f in sorted((out / "documents" / "web").glob("shard-*.jsonl.gz")):
         docs = read_zst_jsonl(f)
         attrs = read_zst_jsonl(out / "attributes" / "langid" / "web" / f.name)
         assert [a["id"] for a in attrs] == [d["id"] for d in docs]
         for a, d in zip(attrs, docs):
-            assert a["attributes"]["langid__lang"][0][1] == len(d["text"])
+            assert a["attributes"]["langid__fasttext__en"][0][1] == len(d["text"])
 
 
 def test_multilingual_documents_and_metrics(sharded):
@@ -175,7 +176,7 @@ def test_deterministic_across_files_and_blocks(ray_session, corpus, sharded, tmp
     assert {s: [x["id"] for x in d] for s, d in a.items()} == {s: [x["id"] for x in d] for s, d in b.items()}
     for s in a:
         for f in (f"tokens/part-{s:05d}-00000.npy", f"tokens/part-{s:05d}-00000.csv.gz",
-                  f"attributes/langid/web/shard-{s:05d}.jsonl.zst"):
+                  f"attributes/langid/web/shard-{s:05d}.jsonl.gz"):
             assert (out / f).read_bytes() == (out2 / f).read_bytes(), f
         # documents differ only where they should: metadata names the input file and line
         assert [{**x, "metadata": None} for x in a[s]] == [{**x, "metadata": None} for x in b[s]]
@@ -253,16 +254,21 @@ def test_wrap_model_tokenizer(ray_session, corpus, tmp_path):
     d, _ = corpus
     spec = "model:bundled:SmolLM2-135M-Instruct"
     out = tmp_path / "out"
-    manifest, _ = _run([str(d)], out, tokenizer=spec, per_shard=20000, max_doc=500)
+    manifest, _ = _run([str(d)], out, tokenizer=spec, per_shard=20000, max_doc=500, bos=True)
     tok = load(spec)
+    # the model's own config.json (as converted from its GGUF), never a guess from token strings
+    assert (manifest["bos_token_id"], manifest["eos_token_id"], manifest["pad_token_id"]) == (1, 2, 2)
+    assert (manifest["bos_token"], manifest["eos_token"]) == ("<|im_start|>", "<|im_end|>")
     assert manifest["token_dtype"] == "uint16" and manifest["tokenizer"]["vocab_size"] == tok.vocab_size == 49152
     assert manifest["tokenizer"]["vocab_sha256"] == file_sha256(model_tokenizer_json("bundled:SmolLM2-135M-Instruct"))
     shards = _shard_docs(out)
     for s in manifest["shards"]:
         rows = read_part(out / "tokens" / f"part-{s['shard']:05d}-00000.npy", tok.vocab_size)
-        assert s["tokens"] == sum(tok.count([x["text"] for x in shards[s["shard"]]]))
+        assert s["text_tokens"] == sum(tok.count([x["text"] for x in shards[s["shard"]]]))
+        assert sum(len(r["tokens"]) for r in rows) == s["tokens"]
         for r, doc in zip(rows, shards[s["shard"]]):
-            assert int(r["tokens"][-1]) == tok.eos_id and tok.decode([int(x) for x in r["tokens"][:-1]]) == doc["text"]
+            assert len(r["tokens"]) <= 500 and (int(r["tokens"][0]), int(r["tokens"][-1])) == (1, 2)
+            assert tok.decode([int(x) for x in r["tokens"][1:-1]]) == doc["text"]
 
 
 def test_only_shards_are_written_as_documents(sharded):
@@ -278,12 +284,12 @@ def test_empty_corpus_gives_an_empty_valid_manifest(ray_session, tmp_path):
     write_jsonl(d / "a.jsonl", [{"id": "x", "text": "short"}])
     cfg = parse_config({"input": {"paths": [str(d)]}, "steps": [
         {"name": "langid"},
-        {"name": "filter", "rules": [{"reason": "everything", "keep": "langid__score > 2"}]},
+        {"name": "filter", "rules": [{"reason": "everything", "keep": "langid__fasttext__confidence > 2"}]},
         {"name": "shard", "tokens_per_shard": 100}]})
     stats = run_pipeline(cfg, str(tmp_path / "out"), progress=False)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["shards"] == [] and manifest["totals"] == {"documents": 0, "characters": 0, "tokens": 0,
-                                                               "shards": 0}
+                                                               "text_tokens": 0, "shards": 0}
     assert stats["totals"]["balanced"] and stats["totals"]["documents_out"] == 0
 
 
@@ -301,15 +307,29 @@ def test_hf_tokenizer_json_loads_through_the_same_path(ray_session, corpus, tmp_
     path = tmp_path / "tokenizer.json"
     tk.save(str(path))
     out = tmp_path / "out"
-    manifest, _ = _run([str(d)], out, tokenizer=f"hf:{path}", per_shard=20000, max_doc=2000)
+    with pytest.raises(ConfigError, match="defines no EOS token"):  # no config beside it: no EOS is guessed
+        _run([str(d)], tmp_path / "refused", tokenizer=f"hf:{path}")
+    out = tmp_path / "out"
+    manifest, _ = _run([str(d)], out, tokenizer=f"hf:{path}", per_shard=20000, max_doc=2000, eos_token_id=1)
     assert manifest["token_dtype"] == "uint16" and manifest["tokenizer"]["vocab_size"] == 600
-    tok = load(f"hf:{path}")
+    assert manifest["eos_token"] == "</s>"
+    tok = load(f"hf:{path}", eos_token_id=1)
     for s in manifest["shards"]:
         rows = read_part(out / "tokens" / f"part-{s['shard']:05d}-00000.npy", tok.vocab_size)
         docs = _shard_docs(out)[s["shard"]]
-        assert s["tokens"] == sum(tok.count([x["text"] for x in docs]))
+        assert s["text_tokens"] == sum(tok.count([x["text"] for x in docs]))
         for r, doc in zip(rows, docs):
-            assert tok.decode([int(x) for x in r["tokens"][:-1]]) == doc["text"]
+            assert tok.decode([int(x) for x in r["tokens"][:-1]]) == doc["text"] and int(r["tokens"][-1]) == 1
+
+
+def test_special_token_text_is_never_encoded_as_a_special_id():
+    """A page that spells the EOS token must not hold the EOS id: a trainer would split the document there."""
+    text = "see <|endoftext|> and <|im_end|> and </s> here"
+    for spec in ("tiktoken:cl100k_base", "model:bundled:SmolLM2-135M-Instruct"):
+        tok = load(spec)
+        ids = tok.encode_arrays([text])[0].tolist()
+        assert tok.eos_id not in ids and tok.decode(ids) == text, spec
+        assert tok.encode_batch([text])[0] == ids
 
 
 def test_split_document_unit():
@@ -327,7 +347,7 @@ def test_split_document_unit():
 def test_sample_with_sentence_spans_attribute_is_rejected_when_missing():
     with pytest.raises(ConfigError, match="spans_attribute"):
         parse_config({"input": {"paths": [str(SAMPLE)]}, "steps": [
-            {"name": "shard", "spans_attribute": "segment__sentences"}]})
+            {"name": "shard", "spans_attribute": "segment__sentences__spans"}]})
 
 
 def test_shard_must_be_last():

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.operator import DatasetOperator, RunContext, set_column
-from curate.schema import NODE_SHIFT, live_mask, node_ids
+from curate.schema import NODE_SHIFT, STAT_PREFIX, live_mask, node_ids
 
 DECISION_SCHEMA = pa.schema([("node", pa.int64()), ("cluster", pa.string()), ("cluster_size", pa.int64()),
                              ("is_rep", pa.bool_())])
@@ -184,10 +184,13 @@ def load_decisions(scratch: str, nodes: np.ndarray) -> pa.Table | None:
 
 
 class DecisionApplier:
-    """Per block: read the decisions of the block's files, and write the cluster attributes of live rows."""
+    """Per block: read the decisions of the block's files, and write the cluster attributes of live rows:
+    ``<name>__<tagger>__duplicate`` (1.0 on duplicates, 0.0 on representatives and singletons: a Dolma-style numeric
+    flag, as `dolma dedupe` marks duplicates), ``<name>__<tagger>__cluster_size``, and the cluster id (the
+    representative's document id), which is no score, as the stats-only column ``_stat_<name>__cluster``."""
 
-    def __init__(self, scratch: str, prefix: str, file_index: dict[str, int]):
-        self.scratch, self.prefix, self.file_index = scratch, prefix, file_index
+    def __init__(self, scratch: str, name: str, tagger: str, file_index: dict[str, int]):
+        self.scratch, self.name, self.tagger, self.file_index = scratch, name, tagger, file_index
 
     def __call__(self, table: pa.Table) -> pa.Table:
         nodes = node_ids(table, self.file_index)
@@ -208,9 +211,11 @@ class DecisionApplier:
                 cluster.append(c), size.append(s), rep.append(r)
             else:
                 cluster.append(i), size.append(1), rep.append(True)
-        table = set_column(table, f"{self.prefix}__cluster", pa.array(cluster, pa.string()))
-        table = set_column(table, f"{self.prefix}__cluster_size", pa.array(size, pa.int64()))
-        return set_column(table, f"{self.prefix}__is_rep", pa.array(rep, pa.bool_()))
+        prefix = f"{self.name}__{self.tagger}"
+        table = set_column(table, f"{STAT_PREFIX}{self.name}__cluster", pa.array(cluster, pa.string()))
+        table = set_column(table, f"{prefix}__cluster_size", pa.array(size, pa.int64()))
+        dup = [None if r is None else (0.0 if r else 1.0) for r in rep]
+        return set_column(table, f"{prefix}__duplicate", pa.array(dup, pa.float64()))
 
 
 def cluster_histogram(decisions) -> dict[str, Any]:
@@ -226,14 +231,17 @@ def cluster_histogram(decisions) -> dict[str, Any]:
             "duplicates": int(n_decided - len(sizes))}
 
 
-def cluster_outputs(name: str) -> dict[str, pa.DataType]:
-    return {f"{name}__cluster": pa.string(), f"{name}__cluster_size": pa.int64(), f"{name}__is_rep": pa.bool_()}
+def cluster_outputs(name: str, tagger: str) -> dict[str, pa.DataType]:
+    """The columns DecisionApplier writes."""
+    return {f"{name}__{tagger}__duplicate": pa.float64(), f"{name}__{tagger}__cluster_size": pa.int64(),
+            f"{STAT_PREFIX}{name}__cluster": pa.string()}
 
 
 class DedupOperator(DatasetOperator):
     """What the dedup operators share: the representative rule, its check, and the way back to the documents."""
 
     attribute_params = ("keep_highest",)
+    tagger: str  # the attribute names' middle part: <name>__<tagger>__duplicate
 
     def attach(self, ds, decisions, ctx: RunContext, timer: Any, info: dict[str, Any] | None = None):
         """Write decisions per input file, report the cluster histogram, and map them onto the documents."""
@@ -241,5 +249,5 @@ class DedupOperator(DatasetOperator):
         write_decisions(decisions, scratch)
         timer.done("write_decisions", decisions.count())
         timer.info({**(info or {}), **cluster_histogram(decisions)})
-        return ds.map_batches(DecisionApplier(scratch, self.name, ctx.file_index), batch_format="pyarrow",
+        return ds.map_batches(DecisionApplier(scratch, self.name, self.tagger, ctx.file_index), batch_format="pyarrow",
                               batch_size=None, zero_copy_batch=True)

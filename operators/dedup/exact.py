@@ -4,8 +4,9 @@ The key is a 64-bit BLAKE2b of the normalised text (NFKC, lowercase, punctuation
 the same normalisation as minhash_dedup), or of the URL, or both. Keys are hash-shuffled so each group lands in
 one block; per group the representative is the document with the highest ``keep_highest`` attribute, else the
 smallest id. Only groups with more than one member produce decisions, so the decision table is as small as the
-duplication. Results are attributes ``exact_dedup__cluster``, ``__cluster_size``, ``__is_rep``; the ``filter``
-step drops with ``keep: "exact_dedup__is_rep"`` and a reason such as ``exact_duplicate``.
+duplication. Results are attributes ``exact_dedup__exact__duplicate`` (1.0 on duplicates, 0.0 on representatives)
+and ``exact_dedup__exact__cluster_size``, and the cluster id in the per-document stats; the ``filter`` step drops
+with ``drop: "exact_dedup__exact__duplicate > 0"`` and a reason such as ``exact_duplicate``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class ExactDedup(dedup.DedupOperator):
 
     name = "exact_dedup"
     Params = ExactDedupParams
-    outputs = dedup.cluster_outputs("exact_dedup")
+    tagger = "exact"
+    outputs = dedup.cluster_outputs("exact_dedup", "exact")
 
     def apply(self, ds, ctx: RunContext):
         p: ExactDedupParams = self.params  # type: ignore[assignment]

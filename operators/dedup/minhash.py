@@ -18,8 +18,9 @@ Stages (each timed into stats as ``minhash_dedup:<stage>``):
 5. **representatives**: per cluster the document with the highest ``keep_highest`` attribute, else the
    smallest id; ties broken by id.
 
-Results are attributes ``minhash_dedup__cluster`` (the representative's id), ``__cluster_size`` and
-``__is_rep``; the ``filter`` step drops with ``keep: "minhash_dedup__is_rep"``. ``save_index`` writes the band
+Results are attributes ``minhash_dedup__minhash__duplicate`` (1.0 on duplicates, 0.0 on representatives) and
+``minhash_dedup__minhash__cluster_size``, and the cluster id (the representative's id) in the per-document stats;
+the ``filter`` step drops with ``drop: "minhash_dedup__minhash__duplicate > 0"``. ``save_index`` writes the band
 keys of this run's representatives (parquet) and ``against`` dedups a new crawl against such indexes without
 recomputing the old corpus: old documents always win.
 
@@ -294,7 +295,8 @@ class MinHashDedup(dedup.DedupOperator):
 
     name = "minhash_dedup"
     Params = MinHashParams
-    outputs = dedup.cluster_outputs("minhash_dedup")
+    tagger = "minhash"
+    outputs = dedup.cluster_outputs("minhash_dedup", "minhash")
 
     def apply(self, ds, ctx: RunContext):
         p: MinHashParams = self.params  # type: ignore[assignment]

@@ -98,7 +98,9 @@ def extract_page(payload: dict[str, Any]) -> dict[str, Any]:
         doc = extract_metadata(payload["html"], default_url=payload.get("url"))
         if doc is not None:
             meta = {"title": doc.title, "page_date": doc.date, "author": doc.author, "sitename": doc.sitename}
-    return {"text": text, "meta": {k: v for k, v in meta.items() if v}}
+        else:  # the same keys on every document (null: unknown)
+            meta = dict.fromkeys(("title", "page_date", "author", "sitename"))
+    return {"text": text, "meta": {k: v or None for k, v in meta.items()}}
 
 
 class ExtractParams(Params):

@@ -1,9 +1,9 @@
 """segment: sentence spans per document (SaT-style), as an attribute; the text itself is never changed.
 
-Output ``segment__sentences`` is ``[[start, end, prob], ...]`` in character (code point) offsets that tile the
+Output ``segment__sentences__spans`` is ``[[start, end, prob], ...]`` in character (code point) offsets that tile the
 text: each sentence carries the whitespace after it, so ``"".join(text[s:e] for s, e, _ in spans) == text``;
 ``prob`` is the boundary probability at the sentence's last character (1.0 at the end of the text). Documents
-without a non-space character get ``[]``. ``segment__n_sentences`` is the count. Later steps (rephrase chunking,
+without a non-space character get ``[]``. ``segment__sentences__count`` is the count. Later steps (rephrase chunking,
 shard's ``max_doc_tokens`` splits) read the spans through their ``spans_attribute``.
 
 Backends:
@@ -13,7 +13,7 @@ Backends:
 * ``sat``: the real SaT models through ``wtpsplit`` (or ``wtpsplit-lite``): ``model`` is a hub name
   (``sat-3l-sm``; needs hub access or a filled HF cache) or a local directory with ``model_optimized.onnx`` and the
   XLM-R tokenizer files (``sat_tokenizer`` when they live elsewhere).
-* ``rules``: sentencex (rule-based, ~300 languages); the language comes from ``lang_attribute`` when given.
+* ``rules``: sentencex (rule-based, ~300 languages); the language is the document's ``metadata.language`` (langid writes it), else ``language``.
 
 ``max_length``/``min_length`` (characters) work like wtpsplit's: every piece fits, the text stays exact.
 """
@@ -24,6 +24,7 @@ import os
 from typing import Literal
 
 import numpy as np
+import orjson
 import pyarrow as pa
 from pydantic import Field, model_validator
 
@@ -44,9 +45,8 @@ class SegmentParams(Params):
     max_length: int | None = Field(None, gt=0, description="Max characters per sentence; longer ones are cut at "
                                    "the most probable places so every piece fits.")
     min_length: int | None = Field(None, gt=0, description="Sentences shorter than this merge into a neighbour.")
-    lang_attribute: str | None = Field(None, description="rules: attribute with each document's language "
-                                       "(e.g. langid__lang); otherwise `language`.")
-    language: str = Field("en", description="rules: language code when no lang_attribute (or it is null).")
+    language: str = Field("en", description="rules: language code for documents whose metadata has no `language` "
+                          "(langid writes it).")
     sat_tokenizer: str | None = Field(None, description="sat: XLM-R tokenizer directory or name (default: the "
                                       "model directory when it has tokenizer files, else xlm-roberta-base).")
     batch_size: int = Field(64, ge=1, description="Documents per model call.")
@@ -65,8 +65,7 @@ class Segment(BatchOperator):
 
     name = "segment"
     Params = SegmentParams
-    outputs = {"segment__sentences": SPANS, "segment__n_sentences": pa.int32()}
-    attribute_params = ("lang_attribute",)
+    outputs = {"segment__sentences__spans": SPANS, "segment__sentences__count": pa.int32()}
 
     def setup(self) -> None:
         p: SegmentParams = self.params  # type: ignore[assignment]
@@ -118,10 +117,12 @@ class Segment(BatchOperator):
     def process(self, table: pa.Table) -> pa.Table:
         p: SegmentParams = self.params  # type: ignore[assignment]
         texts = [t or "" for t in table.column("text").to_pylist()]
-        langs = table.column(p.lang_attribute).to_pylist() if p.lang_attribute else [None] * len(texts)
+        langs = [None] * len(texts)
+        if p.backend == "rules":
+            langs = [orjson.loads(m).get("language") if m else None for m in table.column("metadata").to_pylist()]
         spans = self.spans(texts, langs)
-        table = set_column(table, "segment__sentences", pa.array(spans, SPANS))
-        return set_column(table, "segment__n_sentences", pa.array([len(s) for s in spans], pa.int32()))
+        table = set_column(table, "segment__sentences__spans", pa.array(spans, SPANS))
+        return set_column(table, "segment__sentences__count", pa.array([len(s) for s in spans], pa.int32()))
 
 
 def load_sat(model: str, tokenizer: str | None = None):

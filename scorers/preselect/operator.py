@@ -2,7 +2,7 @@
 
 PreSelect keeps documents on which language models' losses rank the models the way their benchmark scores do;
 a cheap fastText classifier trained on such documents (``curate train preselect``) scores a corpus. This step
-only scores: ``preselect__score`` = P(``__label__1``); the ``select`` step keeps the top fraction by characters
+only scores: ``preselect__fasttext__score`` = P(``__label__1``); the ``select`` step keeps the top fraction by characters
 (or ``filter`` applies a fixed threshold).
 
 The text is prepared exactly as in training (and as in the paper's released code): newlines -> spaces, nothing
@@ -68,7 +68,7 @@ class PreSelect(BatchOperator):
 
     name = "preselect"
     Params = PreSelectParams
-    outputs = {"preselect__score": pa.float64()}
+    outputs = {"preselect__fasttext__score": pa.float64()}
     default_compute = "actors"  # the model loads once per actor
 
     def setup(self) -> None:
@@ -78,4 +78,4 @@ class PreSelect(BatchOperator):
         m = self.params.max_chars  # type: ignore[attr-defined]
         texts = [prepare(t, m) for t in table.column("text").to_pylist()]
         scores = np.round(positive_probability(self.model, texts), 6)
-        return set_column(table, "preselect__score", pa.array(scores, pa.float64()))
+        return set_column(table, "preselect__fasttext__score", pa.array(scores, pa.float64()))

@@ -45,11 +45,11 @@ class CapsRatio(BatchOperator):
     """Share of letters that are capitals (shouting, navigation menus): a score for `filter` to threshold."""
 
     name = "caps_ratio"
-    outputs = {"caps_ratio__ratio": pa.float64()}
+    outputs = {"caps_ratio__letters__caps_ratio": pa.float64()}
 
     def process(self, table: pa.Table) -> pa.Table:
         ratios = []
         for text in table.column("text").to_pylist():
             letters = [c for c in text or "" if c.isalpha()]
             ratios.append(round(sum(c.isupper() for c in letters) / len(letters), 6) if letters else 0.0)
-        return set_column(table, "caps_ratio__ratio", pa.array(ratios, pa.float64()))
+        return set_column(table, "caps_ratio__letters__caps_ratio", pa.array(ratios, pa.float64()))
