@@ -35,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     shard = next((s.get("info") for s in stats["steps"] if sharder and s["step"] == sharder.label), None)
     if shard:
         tokens = f", tokenized output in {root}/tokens/" if getattr(sharder.params, "write_tokens", False) else ""
-        print(f"shards:    {shard['shards']} token-balanced shards, {shard['tokens']:,} tokens "
+        print(f"shards:    {shard['shards']} token-balanced shards, {shard['text_tokens']:,} text tokens "
               f"({shard['tokenizer']['spec']}): {root}/manifest.json{tokens}")
     print(f"stats:     {root}/stats.json (live during the run), {root}/stats/docs/*.parquet (per document)")
     print(f"dashboard: the web dashboard is not built yet; until then `curate inspect {out}` prints these stats")

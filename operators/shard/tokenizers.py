@@ -18,7 +18,7 @@ the ``config.json`` / ``generation_config.json`` / ``tokenizer_config.json`` bes
 (``<|endoftext|>`` inside a web page) is always encoded as ordinary text, so a document can never contain an id
 that a trainer reads as a boundary.
 
-:func:`export_tokenizer_json` writes the tokenizer as a tokenizer.json that the `tokenizers` version the dolma
+:func:`operators.shard.export.tokenizer_json` writes the tokenizer as a tokenizer.json that the `tokenizers` version the dolma
 toolkit pins (<= 0.19.1) loads, tiktoken encodings included (a byte-level BPE with the same ids).
 """
 
@@ -109,7 +109,7 @@ class Tokenizer:
         if self._tk is not None:
             try:
                 return self._tk.decode_single_token_bytes(i).decode("utf-8", errors="replace")
-            except KeyError:
+            except KeyError:  # ids between the ranks and the special tokens are unassigned
                 return None
         return self._hf.id_to_token(i)
 
@@ -150,12 +150,7 @@ class Tokenizer:
             return w
 
     def _surface(self, i: int) -> str | None:
-        if self._tk is not None:
-            try:
-                return self._tk.decode_single_token_bytes(i).decode("utf-8", errors="replace")
-            except KeyError:  # ids between the ranks and the special tokens are unassigned
-                return None
-        return self._hf.decode([i])
+        return self.token_of(i) if self._tk is not None else self._hf.decode([i])
 
 
 WORD = re.compile(r"\w+")  # what counts as a word for the whole-word share (operators.shard.tokens uses it too)
