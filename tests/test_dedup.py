@@ -286,8 +286,29 @@ def test_config_rejects_inconsistent_bands():
     assert cfg.steps[0].params.band_rows()[0] * cfg.steps[0].params.band_rows()[1] <= 112
 
 
-def test_connected_components_against_union_find(ray_session):
+def test_small_input_and_shuffle_paths_give_the_same_decisions(ray_session, corpus, result, tmp_path, monkeypatch):
+    """This corpus is small, so every dedup shuffle ran as one task (`shuffle_map`); forced through Ray Data's hash
+    shuffles instead, every cluster, size and representative is the same."""
+    import operators.dedup.common as common
+
+    d, _, _, _ = corpus
+    rows, stats = result
+    monkeypatch.setattr(common, "LOCAL_SHUFFLE_BYTES", -1)  # read on the driver, where the path is chosen
+    rows2, stats2 = _run([str(d)], tmp_path / "out")
+    cols = ("exact_dedup__cluster", "exact_dedup__exact__cluster_size", "exact_dedup__exact__duplicate",
+            "minhash_dedup__cluster", "minhash_dedup__minhash__cluster_size", "minhash_dedup__minhash__duplicate")
+    assert {i: [r[c] for c in cols] for i, r in rows2.items()} == {i: [r[c] for c in cols] for i, r in rows.items()}
+    assert sum(r["minhash_dedup__minhash__duplicate"] == 1.0 for r in rows.values()) > 10
+
+
+@pytest.mark.parametrize("path", ["one_task", "shuffles"])
+def test_connected_components_against_union_find(ray_session, path, monkeypatch):
     import pyarrow as pa
+
+    import operators.dedup.common as common
+
+    if path == "shuffles":
+        monkeypatch.setattr(common, "LOCAL_SHUFFLE_BYTES", -1)
     import ray.data
 
     from operators.dedup.components import connected_components

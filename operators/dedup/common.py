@@ -16,6 +16,7 @@ import os
 import re
 import unicodedata
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,34 @@ def rank_value(table: pa.Table, attribute: str | None) -> np.ndarray:
     return np.where(np.isnan(col), -np.inf, col)
 
 
+# A shuffle whose input is at most this many bytes runs as one task over the whole input instead of a Ray Data
+# hash shuffle: the same function sees every key's rows together either way, so the result is the same, but a
+# Ray Data shuffle costs seconds of fixed work (its actors, its rounds of tasks) whatever the size, which made
+# dedup of a 91-document sample take tens of seconds. 64 MiB of keys/edges/signatures is ~200k documents' worth.
+LOCAL_SHUFFLE_BYTES = 64 << 20
+
+
+def shuffle_map(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], pa.Table]):
+    """``fn`` over blocks that each hold every row of their keys: a hash shuffle into ``partitions`` blocks, or,
+    when the (materialised) input is at most LOCAL_SHUFFLE_BYTES, one task over all of it. ``fn`` must treat a
+    block as a set of whole key groups, which both paths give it, so both give the same rows (tested)."""
+    import ray
+    import ray.data
+
+    ds = ds.materialize()
+    if ds.count() == 0:  # nothing to bring together (blocks may even lack columns): as Ray Data maps empty input
+        return ds.map_batches(fn, batch_format="pyarrow", batch_size=None)
+    if ds.size_bytes() > LOCAL_SHUFFLE_BYTES:
+        return ds.repartition(partitions, keys=keys).map_batches(fn, batch_format="pyarrow", batch_size=None)
+    return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_concat_map).remote(fn, *ds.to_arrow_refs())])
+
+
+def _concat_map(fn: Callable[[pa.Table], pa.Table], *tables: pa.Table) -> pa.Table:
+    """One task's shuffle: every block concatenated (empty ones only for their schema), then ``fn``."""
+    tables = [t for t in tables if t.num_rows] or list(tables[:1])
+    return fn(pa.concat_tables(tables, promote_options="default"))
+
+
 def hash_join(left, right, on: str, how: str, partitions: int, left_types: dict[str, pa.DataType],
               right_types: dict[str, pa.DataType]):
     """Join two Ray Datasets on an int64 key whose values are unique on the right (node ids): both sides are
@@ -109,7 +138,7 @@ def hash_join(left, right, on: str, how: str, partitions: int, left_types: dict[
 
     both = left.map_batches(widen(0), batch_format="pyarrow", batch_size=None).union(
         right.map_batches(widen(1), batch_format="pyarrow", batch_size=None))
-    return both.repartition(partitions, keys=[on]).map_batches(join, batch_format="pyarrow", batch_size=None)
+    return shuffle_map(both, [on], partitions, join)
 
 
 INFO_TYPES = {"node": pa.int64(), "id": pa.string(), "rank": pa.float64()}
@@ -122,8 +151,7 @@ def choose_representatives(members, info, partitions: int):
     Returns Dataset (node, cluster, cluster_size, is_rep), with `cluster` = the representative's id."""
     joined = hash_join(members, info, "node", "inner", partitions, {"node": pa.int64(), "root": pa.int64()},
                        INFO_TYPES)
-    return joined.repartition(partitions, keys=["root"]).map_batches(
-        pick_representatives, batch_format="pyarrow", batch_size=None)
+    return shuffle_map(joined, ["root"], partitions, pick_representatives)
 
 
 def pick_representatives(block: pa.Table) -> pa.Table:

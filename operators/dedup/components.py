@@ -1,8 +1,8 @@
 """Connected components of a large edge list on Ray Data, with no process ever holding all edges.
 
 The algorithm is the alternating Large-Star / Small-Star of Kiveris et al., "Connected Components in MapReduce
-and Beyond" (SoCC 2014). Each step is one hash shuffle (``repartition(keys=[...])`` puts every edge of a node in
-one block) followed by vectorised numpy work per block, so memory per worker is edges / partitions and the
+and Beyond" (SoCC 2014). Each step is one hash shuffle (``shuffle_map``: every edge of a node in one block; one task
+when the edges are small) followed by vectorised numpy work per block, so memory per worker is edges / partitions and the
 number of rounds is O(log n) (2-4 on dedup graphs, whose candidate edges already point at a bucket minimum).
 
 * Large-Star(u): m = min(N(u) ∪ {u}); link every neighbour v > u to m.
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+
+from operators.dedup.common import shuffle_map
 
 EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64())])
 
@@ -102,13 +104,10 @@ def connected_components(edges, partitions: int, max_rounds: int = 64):
     cur = edges.map_batches(_orient_down, batch_format="pyarrow", batch_size=None).materialize()
     prev = None
     for _ in range(max_rounds):
-        large = (cur.map_batches(_both_directions, batch_format="pyarrow", batch_size=None)
-                 .repartition(partitions, keys=["u"])
-                 .map_batches(_large_star, batch_format="pyarrow", batch_size=None))
-        small = (large.map_batches(_orient_down, batch_format="pyarrow", batch_size=None)
-                 .repartition(partitions, keys=["u"])
-                 .map_batches(_small_star, batch_format="pyarrow", batch_size=None)
-                 .materialize())
+        large = shuffle_map(cur.map_batches(_both_directions, batch_format="pyarrow", batch_size=None), ["u"],
+                            partitions, _large_star)
+        small = shuffle_map(large.map_batches(_orient_down, batch_format="pyarrow", batch_size=None), ["u"],
+                            partitions, _small_star).materialize()
         sig = _signature(small)
         cur = small
         if sig == prev:

@@ -65,10 +65,8 @@ class ExactDedup(dedup.DedupOperator):
             return pa.table({"root": pa.array(k, pa.int64()), "node": pa.array(schema.node_ids(sub, file_index)),
                              "id": sub.column("id"), "rank": pa.array(dedup.rank_value(sub, p.keep_highest))})
 
-        decisions = (ds.map_batches(keys, batch_format="pyarrow", batch_size=None)
-                     .repartition(p.partitions, keys=["root"])
-                     .map_batches(_groups, batch_format="pyarrow", batch_size=None)
-                     .materialize())
+        decisions = dedup.shuffle_map(ds.map_batches(keys, batch_format="pyarrow", batch_size=None), ["root"],
+                                      p.partitions, _groups).materialize()
         timer.done("hash_and_group", decisions.count())
         return self.attach(ds, decisions, ctx, timer)
 

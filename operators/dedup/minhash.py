@@ -311,8 +311,7 @@ class MinHashDedup(dedup.DedupOperator):
         keys = sigs.map_batches(_BandRows(bands, rows), batch_format="pyarrow", batch_size=None)
         for path in p.against:
             keys = keys.union(_load_index(path))
-        edges = (keys.repartition(p.partitions, keys=["key"])
-                 .map_batches(_bucket_edges, batch_format="pyarrow", batch_size=None).materialize())
+        edges = dedup.shuffle_map(keys, ["key"], p.partitions, _bucket_edges).materialize()
         timer.done("band_buckets", edges.count())
 
         if p.verify_threshold is not None:
