@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from operators.dedup import common
 from operators.dedup.common import shuffle_map
 
 EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64())])
@@ -96,12 +97,37 @@ def _signature(ds) -> tuple[int, int]:
     return n, s
 
 
+def _components_local(*blocks: pa.Table) -> pa.Table:
+    """The same (node, root) rows for an edge list small enough for one task: scipy's connected components over
+    the nodes renumbered densely; each component's root is its smallest node id, as at the rounds' fixed point."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scc
+
+    t = pa.concat_tables([b for b in blocks if b.num_rows])
+    u, v = t.column("u").to_numpy(), t.column("v").to_numpy()
+    nodes, inv = np.unique(np.concatenate([u, v]), return_inverse=True)
+    n = len(nodes)
+    graph = coo_matrix((np.ones(len(u), np.int8), (inv[:len(u)], inv[len(u):])), shape=(n, n))
+    _, label = scc(graph, directed=True, connection="weak")
+    root = np.full(label.max() + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(root, label, nodes)
+    node_root = root[label]
+    keep = nodes != node_root
+    return _table(nodes[keep], node_root[keep])
+
+
 def connected_components(edges, partitions: int, max_rounds: int = 64):
     """Edges (u, v) as a Ray Dataset -> Dataset of (u, v) = (node, root) for every non-root node.
 
-    Nodes that appear in no edge are singletons and are not in the output.
+    Nodes that appear in no edge are singletons and are not in the output. Edges of at most
+    ``LOCAL_SHUFFLE_BYTES`` are solved in one task (no rounds); the result is the same.
     """
     cur = edges.map_batches(_orient_down, batch_format="pyarrow", batch_size=None).materialize()
+    if cur.count() and cur.size_bytes() <= common.LOCAL_SHUFFLE_BYTES:  # small: no rounds, one task
+        import ray
+        import ray.data
+
+        return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_components_local).remote(*cur.to_arrow_refs())])
     prev = None
     for _ in range(max_rounds):
         large = shuffle_map(cur.map_batches(_both_directions, batch_format="pyarrow", batch_size=None), ["u"],
