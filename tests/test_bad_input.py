@@ -35,7 +35,7 @@ def _by_id(out: Path) -> dict[str, dict]:
 def bad_run(ray_session, tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
     latin = article("Café crème", ["Le café crème coûte deux euros à la gare, près du marché."] * 12)
-    slow = "<html><body>" + "".join(f"<p>paragraph {i} with a few words in it</p>" for i in range(40000)) + \
+    slow = "<html><body>" + "".join(f"<p>paragraph {i} with a few words in it</p>" for i in range(100000)) + \
         "</body></html>"
     write_warc(d / "cases.warc.gz", [
         ("http://ok/", GOOD, "text/html; charset=utf-8"),
@@ -62,7 +62,8 @@ def bad_run(ray_session, tmp_path_factory):
     write_jsonl(d / "docs.jsonl.zst", [{"id": "j1", "text": " ".join(ENGLISH), "source": "x"}, "{not json",
                                        {"id": "j3", "no_text": True}, {"id": "j4", "text": "short"}],
                 compression="zst")
-    cfg = parse_config(_config([str(d)], timeout_s=1.0, max_bytes=5_000_000))
+    # the slow page needs ~10 s; 4 s leaves normal pages room on a loaded machine (1 s made them time out)
+    cfg = parse_config(_config([str(d)], timeout_s=4.0, max_bytes=5_000_000))
     out = d / "out"
     stats = run_pipeline(cfg, str(out), progress=False)
     return stats, out
