@@ -7,7 +7,6 @@ earlier step makes. Nothing in the config is imported by string: step names reso
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curate.operator import Operator, Params, Resources, registry
+from curate.schema import canonical_time
 
 
 class ConfigError(ValueError):
@@ -59,12 +59,10 @@ class OutputSpec(_Strict):
     @field_validator("added")
     @classmethod
     def _iso(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                datetime.datetime.fromisoformat(v.replace("Z", "+00:00"))
-            except ValueError:
-                raise ValueError(f"{v!r} is not an ISO-8601 timestamp (e.g. 2026-01-31T00:00:00Z)") from None
-        return v
+        """Written as every document's `added` in one format: YYYY-MM-DDTHH:MM:SSZ (UTC)."""
+        if v is not None and canonical_time(v) is None:
+            raise ValueError(f"{v!r} is not an ISO-8601 timestamp (e.g. 2026-01-31T00:00:00Z)")
+        return canonical_time(v) if v is not None else None
 
 
 class RaySpec(_Strict):

@@ -170,7 +170,7 @@ def check_operator(cls: Any, name: str | None = None) -> type[Operator]:
         raise PluginError(f"{cls.__qualname__} has no name")
     if name is not None and cls.name != name:
         raise PluginError(f"entry point {name!r} loads {cls.__qualname__}, whose name is {cls.name!r}")
-    for col, t in cls.outputs.items():
+    for col in cls.outputs:
         if col.startswith(schema.STAT_PREFIX):
             problem = None if col[len(schema.STAT_PREFIX):].startswith(cls.name + "__") else \
                 f"{col!r}: a stats-only column is {schema.STAT_PREFIX}{cls.name}__<key>"

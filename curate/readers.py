@@ -21,7 +21,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import fsspec
@@ -142,17 +142,13 @@ def normalize_date(value: str | None) -> str | None:
     then is null in metadata: the record's offset finds the raw header)."""
     if not value:
         return None
-    v = value.strip()
-    try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    iso = schema.canonical_time(value)
+    if iso is not None:
+        return iso
+    try:  # ARC dates: 14 digits, UTC
+        return datetime.strptime(value.strip(), "%Y%m%d%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ")
     except ValueError:
-        try:
-            dt = datetime.strptime(v, "%Y%m%d%H%M%S")  # ARC dates
-        except ValueError:
-            return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return None
 
 
 class _Resync(Exception):

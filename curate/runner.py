@@ -301,7 +301,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
     from curate.stats import RunStats, StatsActor
 
     out = (out_dir or cfg.output.path).rstrip("/")
-    if cfg.output.added is None:  # Dolma `added` = the run's start (UTC, milliseconds), recorded in stats.json
+    if cfg.output.added is None:  # Dolma `added` = the run's start (UTC, seconds), recorded in stats.json
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"added": now})})
     files, unknown = split_known(expand_paths(cfg.input.paths), cfg.input.format)

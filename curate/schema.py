@@ -21,6 +21,7 @@ checkable from the output alone: the per-document stats parquet has exactly one 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 
@@ -139,3 +140,23 @@ def node_ids(table: pa.Table, file_index: dict[str, int]) -> np.ndarray:
 def live_mask(table: pa.Table) -> np.ndarray:
     """Rows no step has dropped or failed yet."""
     return pc.is_null(table.column(FATE)).to_numpy(zero_copy_only=False)
+
+
+_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def canonical_time(value: str | None) -> str | None:
+    """An ISO-8601 time as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds; a time without zone is taken as UTC);
+    None when it does not parse. One format for every document: Arrow's JSON reader (datasets, polars, duckdb)
+    types the column from the first values it sees, and a second format in a later file fails the load."""
+    if not value:
+        return None
+    if _CANONICAL_TIME.fullmatch(value):
+        return value
+    try:
+        t = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -3,7 +3,7 @@
 Layout under OUT (``<part>`` = ``<input file key>-<first ordinal, 6 digits>``):
 
     documents/<source>/<part>.jsonl.gz             kept documents {id, text, source, added, created, metadata}
-    attributes/<set>/<source>/<part>.jsonl.gz      {id, source, attributes: {<set>__<tagger>__<key>: [[start, end, value]]}}
+    attributes/<set>/<source>/<part>.jsonl.gz      {id, source, attributes: {<set>__<tagger>__<key>: [[s, e, v]]}}
     stats/docs/<part>.parquet                      one row per input document, kept or not: fate, reason, scores
     _parts/<part>.json                             completion marker, written last, after the files are durable
 
@@ -16,12 +16,10 @@ marker is the last write, so a part without a marker is incomplete, which is wha
 
 from __future__ import annotations
 
-import datetime
 import gzip
 import json
 import os
 import posixpath
-import re
 import uuid
 from collections import Counter
 from typing import Any
@@ -93,26 +91,6 @@ def _scalar(v: Any) -> float | None:
     return v if np.isfinite(v) else None
 
 
-_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-
-
-def canonical_time(value: str | None) -> str | None:
-    """An ISO-8601 time as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds; a time without zone is taken as UTC);
-    None when it does not parse. One format for every document: Arrow's JSON reader (datasets, polars, duckdb)
-    types the column from the first values it sees, and a second format in a later file fails the load."""
-    if not value:
-        return None
-    if _CANONICAL_TIME.fullmatch(value):
-        return value
-    try:
-        t = datetime.datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=datetime.timezone.utc)
-    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _spans(v: list | None) -> list[list]:
     """Spans as Dolma's attribute schema wants them, ``[int start, int end, float value]`` (Arrow holds them as
     float lists; dolma's Rust mixer unwraps the offsets as integers)."""
@@ -130,7 +108,7 @@ class DolmaWriter:
         self.source = source
         self.codec = codec
         self.ext = ".jsonl.zst" if codec == "zstd" else ".jsonl.gz"
-        self.added = canonical_time(added)
+        self.added = schema.canonical_time(added)
         if added and not self.added:
             raise ValueError(f"output.added: {added!r} is not an ISO-8601 time")
         self.keys = keys
@@ -189,7 +167,7 @@ class DolmaWriter:
             # `added` and `created` on every document (datasets and dolma's schema expect both): a source without
             # a date of its own (or one that does not parse, kept in metadata.source_created) gets the run's
             # `added`, the latest it can have been created
-            when = canonical_time(created)
+            when = schema.canonical_time(created)
             d = {"id": rid, "text": text, "source": src or self.source, "added": self.added,
                  "created": when or self.added}
             d["metadata"] = orjson.loads(meta) if meta else {}

@@ -121,7 +121,7 @@ def test_expand_paths_keys_are_unique_and_readable(tmp_path):
 def test_normalize_date():
     assert normalize_date("2016-10-17T14:57:38Z") == "2016-10-17T14:57:38Z"
     assert normalize_date("2008-10-29T05:21:46-0700") == "2008-10-29T12:21:46Z"
-    assert normalize_date("2008-10-294T05:21:46-0700") is None  # ClueWeb quirk: kept raw in metadata only
+    assert normalize_date("2008-10-294T05:21:46-0700") is None  # ClueWeb quirk: no date (metadata warc_date null)
     assert normalize_date("20080101120000") == "2008-01-01T12:00:00Z"
 
 
