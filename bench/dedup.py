@@ -132,7 +132,8 @@ def run_curate(corpus: Path, n_docs: int, tmp: Path) -> dict:
     step = next(s for s in stats["steps"] if s["step"] == "minhash_dedup")
     t = pq.read_table(out / "stats" / "docs",
                       columns=["id", "minhash_dedup__cluster", "minhash_dedup__minhash__duplicate"])
-    assign = {i: (c, d == 0) for i, c, d in zip(t.column("id").to_pylist(), t.column("minhash_dedup__cluster").to_pylist(),
+    assign = {i: (c, d == 0) for i, c, d in zip(t.column("id").to_pylist(),
+                                                t.column("minhash_dedup__cluster").to_pylist(),
                                                 t.column("minhash_dedup__minhash__duplicate").to_pylist())}
     return {**m, "stages": step["stages"], "dedup_s": step["seconds"], "assign": assign,
             "docs": stats["totals"]["documents_in"], "info": step["info"]}

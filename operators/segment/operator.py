@@ -13,7 +13,8 @@ Backends:
 * ``sat``: the real SaT models through ``wtpsplit`` (or ``wtpsplit-lite``): ``model`` is a hub name
   (``sat-3l-sm``; needs hub access or a filled HF cache) or a local directory with ``model_optimized.onnx`` and the
   XLM-R tokenizer files (``sat_tokenizer`` when they live elsewhere).
-* ``rules``: sentencex (rule-based, ~300 languages); the language is the document's ``metadata.language`` (langid writes it), else ``language``.
+* ``rules``: sentencex (rule-based, ~300 languages); the language is the document's ``metadata.language``
+  (langid writes it), else ``language``.
 
 ``max_length``/``min_length`` (characters) work like wtpsplit's: every piece fits, the text stays exact.
 """

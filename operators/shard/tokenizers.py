@@ -18,8 +18,8 @@ the ``config.json`` / ``generation_config.json`` / ``tokenizer_config.json`` bes
 (``<|endoftext|>`` inside a web page) is always encoded as ordinary text, so a document can never contain an id
 that a trainer reads as a boundary.
 
-:func:`operators.shard.export.tokenizer_json` writes the tokenizer as a tokenizer.json that the `tokenizers` version the dolma
-toolkit pins (<= 0.19.1) loads, tiktoken encodings included (a byte-level BPE with the same ids).
+:func:`operators.shard.export.tokenizer_json` writes the tokenizer as a tokenizer.json that the `tokenizers`
+version the dolma toolkit pins (<= 0.19.1) loads, tiktoken encodings included (a byte-level BPE with the same ids).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 PreSelect keeps documents on which language models' losses rank the models the way their benchmark scores do;
 a cheap fastText classifier trained on such documents (``curate train preselect``) scores a corpus. This step
-only scores: ``preselect__fasttext__score`` = P(``__label__1``); the ``select`` step keeps the top fraction by characters
-(or ``filter`` applies a fixed threshold).
+only scores: ``preselect__fasttext__score`` = P(``__label__1``); the ``select`` step keeps the top fraction by
+characters (or ``filter`` applies a fixed threshold).
 
 The text is prepared exactly as in training (and as in the paper's released code): newlines -> spaces, nothing
 else. ``model_path`` takes any fastText supervised ``.bin``/``.ftz`` with labels ``__label__1``/``__label__0``,
