@@ -3,7 +3,8 @@
 The algorithm is the alternating Large-Star / Small-Star of Kiveris et al., "Connected Components in MapReduce
 and Beyond" (SoCC 2014). Each step is one hash shuffle (``shuffle_map``: every edge of a node in one block; one
 task when the edges are small) followed by vectorised numpy work per block, so memory per worker is edges /
-partitions and the number of rounds is O(log n) (2-4 on dedup graphs, whose candidate edges already point at a bucket minimum).
+partitions and the number of rounds is O(log n) (2-4 on dedup graphs, whose candidate edges already point at a
+bucket minimum).
 
 * Large-Star(u): m = min(N(u) ∪ {u}); link every neighbour v > u to m.
 * Small-Star(u): over the neighbours v ≤ u, m = min(those ∪ {u}); link each of them and u to m.
