@@ -88,9 +88,14 @@ def shuffle_map(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], p
     ds = ds.materialize()
     if ds.count() == 0:  # nothing to bring together (blocks may even lack columns): as Ray Data maps empty input
         return ds.map_batches(fn, batch_format="pyarrow", batch_size=None)
-    if ds.size_bytes() > LOCAL_SHUFFLE_BYTES:
+    if not fits_one_task(ds):
         return ds.repartition(partitions, keys=keys).map_batches(fn, batch_format="pyarrow", batch_size=None)
     return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_concat_map).remote(fn, *ds.to_arrow_refs())])
+
+
+def fits_one_task(ds) -> bool:
+    """A materialised, non-empty dataset small enough (LOCAL_SHUFFLE_BYTES) for one task to hold all of it."""
+    return ds.count() > 0 and ds.size_bytes() <= LOCAL_SHUFFLE_BYTES
 
 
 def _concat_map(fn: Callable[[pa.Table], pa.Table], *tables: pa.Table) -> pa.Table:

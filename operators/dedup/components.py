@@ -124,7 +124,7 @@ def connected_components(edges, partitions: int, max_rounds: int = 64):
     ``LOCAL_SHUFFLE_BYTES`` are solved in one task (no rounds); the result is the same.
     """
     cur = edges.map_batches(_orient_down, batch_format="pyarrow", batch_size=None).materialize()
-    if cur.count() and cur.size_bytes() <= common.LOCAL_SHUFFLE_BYTES:  # small: no rounds, one task
+    if common.fits_one_task(cur):  # small: no rounds, one task
         import ray
         import ray.data
 

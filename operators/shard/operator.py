@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curate import schema
-from curate.operator import DatasetOperator, Params, RunContext, merge_metadata
+from curate.operator import DatasetOperator, Params, RunContext
 from operators.shard.tokenizers import Tokenizer, load as load_tokenizer
 from operators.shard.export import tokenizer_json
 from operators.shard.tokens import TokStats, encode_part, token_dtype
@@ -172,12 +172,11 @@ class _Tokenize:
             spans = live.column(p.spans_attribute).to_pylist() if p.spans_attribute else None
             split = {r: split_document(texts[r], tok, budget, spans[r] if spans else None)
                      for r, ids in enumerate(piece_tokens) if len(ids) > budget}
-        pieces, piece_tokens = self._split_pieces(live, texts, piece_tokens, split)
+        pieces, piece_tokens, langs = self._split_pieces(live, texts, piece_tokens, split)
         piece_ids = pieces.column("id").to_pylist()
         piece_texts = pieces.column("text").to_pylist() if split else texts
         h = np.fromiter((id_hash(x) for x in piece_ids), dtype=np.int64, count=len(piece_ids))
         lengths = np.fromiter((len(x) for x in piece_tokens), dtype=np.int64, count=len(piece_tokens))
-        langs = [orjson.loads(m).get("language") if m else None for m in pieces.column("metadata").to_pylist()]
         stats = TokStats(tok.vocab_size)
         stats.add(langs, piece_texts, piece_tokens, tok, (h % 1_000_000) < int(round(self.sample_rate * 1e6)))
 
@@ -208,10 +207,12 @@ class _Tokenize:
 
     @staticmethod
     def _split_pieces(live: pa.Table, texts: list[str], doc_tokens: list[np.ndarray],
-                      split: dict[int, list[tuple[int, int, np.ndarray]]]) -> tuple[pa.Table, list[np.ndarray]]:
+                      split: dict[int, list[tuple[int, int, np.ndarray]]]
+                      ) -> tuple[pa.Table, list[np.ndarray], list[str | None]]:
         """The live rows as pieces: split documents become ``<id>-part-<k>`` rows with their text slice and span
         attributes clipped and shifted into the piece. Every piece's metadata gets ``parent_id``, ``part`` and
-        ``parts`` (a whole document: its own id, 0, 1), so all documents carry the same keys."""
+        ``parts`` (a whole document: its own id, 0, 1), so all documents carry the same keys. Also returns each
+        piece's language (``metadata.language``), read from the same parse of each document's metadata."""
         rows, bounds, tokens = [], [], []
         for r, ids in enumerate(doc_tokens):
             for k, (a, b, pids) in enumerate(split.get(r, [(0, len(texts[r]), ids)])):
@@ -220,12 +221,14 @@ class _Tokenize:
                 tokens.append(pids)
         base = live.take(pa.array(rows, pa.int64()))
         parent = live.column("id").to_pylist()
-        ids, new_texts, metas = [], [], base.column("metadata").to_pylist()
-        for i, (r, (k, a, b)) in enumerate(zip(rows, bounds)):
+        doc_meta = [orjson.loads(m) if m else {} for m in live.column("metadata").to_pylist()]  # once per document
+        ids, new_texts, metas = [], [], []
+        for r, (k, a, b) in zip(rows, bounds):
             whole = r not in split
             ids.append(parent[r] if whole else f"{parent[r]}-part-{k}")
             new_texts.append(texts[r] if whole else texts[r][a:b])
-            metas[i] = merge_metadata(metas[i], {"parent_id": parent[r], "part": k, "parts": len(split.get(r, [0]))})
+            metas.append(orjson.dumps({**doc_meta[r], "parent_id": parent[r], "part": k,
+                                       "parts": len(split.get(r, [0]))}, option=orjson.OPT_SORT_KEYS).decode())
         for c, v in (("id", ids), ("text", new_texts), ("metadata", metas)):
             base = base.set_column(base.column_names.index(c), c, pa.array(v, pa.string()))
         for c in base.column_names:
@@ -237,7 +240,7 @@ class _Tokenize:
                         values[i] = [[max(s[0], a) - a, min(s[1], b) - a, *s[2:]] for s in values[i]
                                      if s[1] > a and s[0] < b]
                 base = base.set_column(base.column_names.index(c), c, pa.array(values, col.type))
-        return base, tokens
+        return base, tokens, [doc_meta[r].get("language") for r in rows]
 
 
 def _tokenizer(p: ShardParams) -> Tokenizer:
