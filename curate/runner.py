@@ -42,6 +42,7 @@ class StepRunner:
         self.label = step.label
         self.stats_actor = stats_actor
         self.op: BatchOperator = step.op(step.params, step.label)  # type: ignore[assignment]
+        self.outputs = step.op.output_columns(step.params)  # per worker, not per batch
         self.op.setup()
         atexit.register(self.op.teardown)  # e.g. the extract sandbox child ends with its worker
 
@@ -104,7 +105,7 @@ class StepRunner:
             raise RuntimeError("operator must return its input rows, in order, before any new rows")
 
     def _ensure_outputs(self, out: pa.Table) -> pa.Table:
-        for col, typ in self.op.output_columns(self.op.params).items():
+        for col, typ in self.outputs.items():
             if col not in out.column_names:
                 out = out.append_column(col, pa.nulls(out.num_rows, typ))
         for col in (schema.FATE, schema.REASON, schema.DETAIL, schema.STEP):
