@@ -17,14 +17,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from curate.config import load_config
+    from curate.config import ConfigError, load_config
     from curate.runner import run_pipeline
     from curate.stats import format_table, parallelism_warnings
 
     cfg = load_config(args.config)  # fails before any output exists
     out = args.output or cfg.output.path
+    if args.resume and args.overwrite:
+        raise ConfigError(["--resume and --overwrite exclude each other"])
     stats = run_pipeline(cfg, out, address=args.address, limit=args.limit, overwrite=args.overwrite,
-                         progress=not args.quiet)
+                         progress=not args.quiet, resume=args.resume)
     print()
     print(format_table(stats))
     for line in parallelism_warnings(stats):
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", help="Ray cluster address (ray://head:10001); default: a local Ray")
     p.add_argument("--limit", type=int, help="process only the first N documents (in file order)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the killed run that wrote OUT (same config and inputs): finished parts and "
+                        "checkpointed stages are not redone")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("validate", help="check a pipeline config without running it")
@@ -122,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_operators)
     _add_stage_commands(sub)
     args = parser.parse_args(argv)
+    from curate.checkpoint import ResumeError
     from curate.config import ConfigError
     from curate.operator import PluginError
 
@@ -130,14 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     except PluginError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except ConfigError as e:
+    except (ConfigError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an output or input path the user cannot write or read: their error, one line
-        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        hint = f" ({e.hint})" if getattr(e, "hint", None) else ""
+        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": ") + hint, file=sys.stderr)
         return 2
 
 

@@ -17,6 +17,7 @@ attribute columns an operator makes are declared in ``outputs`` so filter expres
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -75,6 +76,9 @@ class RunContext:
     source: str = "web"  # input.source: the documents/<source>/ folder
     compression: str = "zstd"  # output.compression
     added: str | None = None  # output.added
+    # the step's checkpoints (OUT/_work/<step>/): wrap each internal stage in `checkpoints.value` or
+    # `checkpoints.dataset` so a resumed run reuses what a killed one finished
+    checkpoints: Any = None
 
 
 class Operator(ABC):
@@ -127,14 +131,39 @@ class BatchOperator(Operator):
 
 class DatasetOperator(Operator):
     def materialize(self, ds: "ray.data.Dataset", ctx: RunContext):
-        """Every whole-dataset step starts here: run the upstream once into Ray's object store (it is read more
-        than once below) and start the stage timer. Returns (materialised dataset, timer)."""
+        """Every whole-dataset step starts here. The runner hands over its input materialised in Ray's object
+        store (it is read more than once below), checkpointed and timed (``materialize_input``); this starts the
+        step's stage timer. Returns (materialised dataset, timer)."""
         from curate.stats import StageTimer
 
-        timer = StageTimer(ctx.stats_actor, self.step_name)
-        ds = ds.materialize()
-        timer.done("materialize_input", ds.count())
-        return ds, timer
+        return ds.materialize(), StageTimer(ctx.stats_actor, self.step_name)
+
+    def stage_dir(self, ctx: RunContext, stage: str) -> str:
+        """Where a stage keeps its files (OUT/_work/<step>/<stage>; emptied before the stage is redone)."""
+        return f"{ctx.out_dir}/_work/{self.step_name}/{stage}"
+
+    def stage(self, ctx: RunContext, stage: str, compute: Callable[[], Any]) -> Any:
+        """Run ``compute`` (a JSON-able result; files under stage_dir) as a checkpointed stage: a resumed run gets
+        the stored result back without running it."""
+        return compute() if ctx.checkpoints is None else ctx.checkpoints.value(stage, compute)
+
+    def stage_dataset(self, ctx: RunContext, stage: str, compute: Callable[[], Any]) -> "ray.data.Dataset":
+        """A checkpointed stage whose result is a Dataset (materialised; a resume reads its blocks back)."""
+        return compute().materialize() if ctx.checkpoints is None else ctx.checkpoints.dataset(stage, compute)
+
+    def stage_done(self, ctx: RunContext, stage: str) -> Any:
+        """The stored result of a stage a killed attempt finished (None if it did not): for stages the operator
+        runs in parallel itself and marks with `stage_mark` as each ends."""
+        if ctx.checkpoints is None:
+            return None
+        found = ctx.checkpoints.load(stage)
+        if found is not None:
+            ctx.checkpoints.reused(stage)
+        return None if found is None else found["value"]
+
+    def stage_mark(self, ctx: RunContext, stage: str, value: Any) -> None:
+        if ctx.checkpoints is not None:
+            ctx.checkpoints.mark(stage, value)
 
     @abstractmethod
     def apply(self, ds: "ray.data.Dataset", ctx: RunContext) -> "ray.data.Dataset":

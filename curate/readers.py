@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import zstandard
 
@@ -409,8 +410,20 @@ def read_parquet(stream: io.BufferedIOBase, rows: _Rows, spec: InputSpec, skippe
 READERS = {"warc": read_warc, "jsonl": read_jsonl, "parquet": read_parquet}
 
 
-def read_file(url: str, spec: InputSpec, stats_actor: Any = None) -> Iterator[pa.Table]:
-    """Stream one input file as blocks; report skipped records to the stats actor when done."""
+def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: frozenset[int] = frozenset(),
+              docs_per_part: int = 1) -> Iterator[pa.Table]:
+    """Stream one input file as blocks; report skipped records to the stats actor when done.
+
+    ``skip``: first ordinals of the parts (record ranges of ``docs_per_part``) a resumed run already has: the
+    file is still parsed, to reach the records after them and to count its records, but their rows are not
+    yielded."""
+
+    def unseen(block: pa.Table) -> pa.Table:
+        if not skip:
+            return block
+        first = (block.column(schema.ORD).to_numpy() // docs_per_part) * docs_per_part
+        return block.filter(pa.array(~np.isin(first, np.fromiter(skip, np.int64))))
+
     fmt = detect_format(url, spec.format)
     rows = _Rows(url, spec.docs_per_block, spec.source)
     skipped: Counter = Counter()
@@ -424,13 +437,17 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None) -> Iterator[pa
                 seconds += time.perf_counter() - t0
                 if block is None:
                     break
-                yield block
+                block = unseen(block)
+                if block.num_rows:
+                    yield block
     except Exception as e:  # noqa: BLE001  (a file its reader cannot go on with: one counted error, not the run)
         reason = "open_error" if isinstance(e, OSError) and rows.ordinal == 0 else "read_error"
         rows.error(reason, f"{type(e).__name__}: {str(e)[:300]} (rest of file skipped)", file=url,
                    offset=rows.ordinal)
     if rows.rows:
-        yield rows.flush()
+        block = unseen(rows.flush())
+        if block.num_rows:
+            yield block
     if stats_actor is not None:
         import ray
 
@@ -440,8 +457,10 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None) -> Iterator[pa
         ray.get(stats_actor.add_time.remote("read", seconds, rows.ordinal, worker_id(), started, time.time()))
 
 
-def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str, str]] | None = None):
-    """A Ray Dataset over the inputs: one read task per file (see module docstring for why)."""
+def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str, str]] | None = None,
+                 skip: dict[str, frozenset[int]] | None = None, docs_per_part: int = 1):
+    """A Ray Dataset over the inputs: one read task per file (see module docstring for why). ``skip``: per file
+    URL, the first ordinals of the parts (ranges of ``docs_per_part`` records) not to yield (a resume's)."""
     import ray.data
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
@@ -458,7 +477,9 @@ def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str
             for url, _key in files:
                 size = _size(url)
                 meta = BlockMetadata(num_rows=None, size_bytes=size, input_files=[url], exec_stats=None)
-                tasks.append(ReadTask(lambda url=url: read_file(url, spec, stats_actor), meta,
+                done = (skip or {}).get(url, frozenset())
+                tasks.append(ReadTask(lambda url=url, done=done: read_file(url, spec, stats_actor, done,
+                                                                               docs_per_part), meta,
                                       per_task_row_limit=per_task_row_limit))
             return tasks
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import errno
 import os
+import re
 import shutil
 import sys
 import threading
@@ -210,24 +212,140 @@ def actor_pool(res: Resources):
     return ActorPoolStrategy(min_size=1, max_size=max(1, most), initial_size=max(1, most))
 
 
+class _SaveInput:
+    """Per block, before a whole-dataset step: write each of its parts' rows to
+    ``OUT/_work/<step>/input/<part>.parquet`` (the step's input checkpoint) and pass the block on."""
+
+    def __init__(self, url: str, keys: dict[str, str], label: str, docs_per_part: int):
+        self.url, self.keys, self.label, self.docs_per_part = url, keys, label, docs_per_part
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        from curate import failpoints
+        from curate.checkpoint import files_under, write_table
+        from curate.writer import part_groups
+
+        for part, idx in part_groups(table, self.keys, self.docs_per_part).items():
+            write_table(f"{self.url}/{part}.parquet", table.take(idx))
+        if failpoints.armed():
+            failpoints.hit(f"{self.label}:input_part", len(files_under(self.url, ".parquet")))
+        return table
+
+
+class _DropDone:
+    """After the last whole-dataset step of a resumed run: rows of parts the writer already finished go no
+    further (their counts come from the part markers)."""
+
+    def __init__(self, done: frozenset[str], keys: dict[str, str], docs_per_part: int):
+        self.done, self.keys, self.docs_per_part = done, keys, docs_per_part
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        from curate.writer import part_groups
+
+        gone = [idx for part, idx in part_groups(table, self.keys, self.docs_per_part).items() if part in self.done]
+        if not gone:
+            return table
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[np.concatenate(gone)] = False
+        return table.filter(pa.array(keep))
+
+
+def _skip_ords(parts: set[str] | frozenset[str], files: list[tuple[str, str]]) -> dict[str, frozenset[int]]:
+    """Part names -> per input URL, the first ordinals of the parts its reader need not yield."""
+    by_key: dict[str, set[int]] = {}
+    for name in parts:
+        key, _, first = name.rpartition("-")
+        by_key.setdefault(key, set()).add(int(first))
+    return {url: frozenset(by_key[key]) for url, key in files if key in by_key}
+
+
+def _checkpointed_input(ds, ck: Any, keys: dict[str, str], have: list[str], docs_per_part: int):
+    """A whole-dataset step's input, materialised; with checkpoints on, each block is also written as it streams
+    by, and the blocks a killed attempt already wrote (``have``, which the readers skipped) are read back."""
+    from curate.checkpoint import read_blocks
+
+    if not ck.enabled:
+        return ds.materialize()
+    if not have:
+        ck.clear("input")  # a step after the first whole-dataset one: its input is remade whole
+    url = ck.stage_dir("input")
+    ds = ds.map_batches(_SaveInput(url, keys, ck.step, docs_per_part), batch_format="pyarrow", batch_size=None,
+                        zero_copy_batch=True)
+    if have:
+        ds = ds.union(read_blocks([f"{url}/{p}.parquet" for p in have]))
+    return ds.materialize()
+
+
 def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tuple[str, str]],
-               limit: int | None = None):
-    """The lazy Ray Dataset: read -> steps -> write (one summary row per written part)."""
+               limit: int | None = None, resume: bool = False):
+    """The lazy Ray Dataset: read -> steps -> write (one summary row per written part).
+
+    With checkpoints on, the input of every whole-dataset step is written per block as it streams by, and marked
+    complete once materialised. A resume starts from the last complete input checkpoint (nothing before it
+    runs), or else reads only the blocks the first one lacks; after the last whole-dataset step it drops the
+    parts the writer already finished. Without whole-dataset steps the readers skip finished parts."""
+    from curate.checkpoint import Checkpoints, done_parts, files_under, read_blocks
     from curate.readers import read_dataset
+    from curate.stats import StageTimer
     from curate.writer import DolmaWriter
 
-    ds = read_dataset(cfg.input, stats_actor, files)
-    if limit is not None:
-        ds = ds.limit(limit)
-    for step in cfg.steps:
+    import ray
+
+    keys, per_part = dict(files), cfg.output.docs_per_part
+    enabled = cfg.output.checkpoints
+    dataset_steps = [i for i, s in enumerate(cfg.steps) if issubclass(s.op, DatasetOperator)]
+    parts_done = frozenset(done_parts(out_dir)) if resume else frozenset()
+    ds, start, jumped = None, 0, False
+    if resume and enabled:  # jump to the last whole-dataset step whose input is complete
+        for i in reversed(dataset_steps):
+            ck = Checkpoints(out_dir, cfg.steps[i].label, stats_actor)
+            marker = ck.load("input")
+            if marker is not None:
+                ck.reused("input")
+                ray.get(stats_actor.restore.remote(marker["value"]["carried"]))
+                ds = read_blocks([f"{ck.stage_dir('input')}/{p}.parquet" for p in marker["value"]["parts"]])
+                start, jumped = i, True
+                break
+    have: list[str] = []  # blocks of the first whole-dataset step's input a killed attempt already wrote
+    if ds is None:
+        skip: set[str] | frozenset[str] = frozenset()
+        if not dataset_steps and limit is None:
+            skip = parts_done
+        elif resume and enabled and limit is None:
+            have = [p[:-len(".parquet")] for p in
+                    files_under(Checkpoints(out_dir, cfg.steps[dataset_steps[0]].label).stage_dir("input"),
+                                ".parquet")]
+            skip = set(have)
+            if have:
+                ray.get(stats_actor.add_reused.remote(f"{cfg.steps[dataset_steps[0]].label}:input_parts:{len(have)}"))
+        ds = read_dataset(cfg.input, stats_actor, files, skip=_skip_ords(skip, files), docs_per_part=per_part)
+        if limit is not None:
+            ds = ds.limit(limit)  # the first N records, so a resume may not skip any before limiting
+            if not dataset_steps and parts_done:
+                ds = ds.map_batches(_DropDone(parts_done, keys, per_part), batch_format="pyarrow",
+                                    batch_size=None, zero_copy_batch=True)
+    for i, step in enumerate(cfg.steps):
+        if i < start:
+            continue
         if issubclass(step.op, DatasetOperator):
+            ck = Checkpoints(out_dir, step.label, stats_actor, enabled)
+            timer = StageTimer(stats_actor, step.label)
+            if not (jumped and i == start):
+                ds = _checkpointed_input(ds, ck, keys, have if i == dataset_steps[0] else [], per_part)
+            timer.done("materialize_input", ds.count())
+            if enabled and not (jumped and i == start):
+                ck.mark("input", {"parts": [p[:-len(".parquet")] for p in files_under(ck.stage_dir("input"),
+                                                                                      ".parquet")],
+                                  "carried": ray.get(stats_actor.carried.remote())})
             op = step.op(step.params, step.label)
             ctx = RunContext(out_dir=out_dir, stats_actor=stats_actor, step_name=step.label,
                              file_index={url: i for i, (url, _key) in enumerate(files)}, source=cfg.input.source,
-                             compression=cfg.output.compression, added=cfg.output.added)
+                             compression=cfg.output.compression, added=cfg.output.added, checkpoints=ck)
             ds = op.apply(ds, ctx)
             if step.op.marks_rows:
                 ds = ds.map_batches(tombstone_new, fn_args=(step.label,), batch_format="pyarrow", batch_size=None,
+                                    zero_copy_batch=True)
+            if i == dataset_steps[-1] and parts_done:
+                ds = ds.map_batches(_DropDone(parts_done, keys, per_part), batch_format="pyarrow", batch_size=None,
                                     zero_copy_batch=True)
             continue
         res = step.resources
@@ -245,7 +363,7 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
             ds = ds.map_batches(_task_fn(step, stats_actor), **kwargs)
     writer = DolmaWriter(out_dir, cfg.input.source, cfg.output.compression, cfg.output.added, dict(files),
                          cfg.output.write_doc_stats,
-                         write_documents=not any(s.op.writes_documents for s in cfg.steps))
+                         write_documents=not any(s.op.writes_documents for s in cfg.steps), docs_per_part=per_part)
     return ds.map_batches(_write_fn(writer, stats_actor), batch_size=None, batch_format="pyarrow",
                           zero_copy_batch=True, num_cpus=1)
 
@@ -278,13 +396,16 @@ def init_ray(cfg: PipelineConfig, address: str | None) -> None:
                  log_to_driver=True, configure_logging=True, logging_level="WARNING")
 
 
-def prepare_out_dir(out_dir: str, overwrite: bool) -> None:
+def prepare_out_dir(out_dir: str, overwrite: bool, resume: bool = False) -> None:
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(out_dir)
+    if resume:
+        return  # checked against OUT/_run.json by the caller
     if fs.exists(path) and (fs.ls(path) if fs.isdir(path) else True):
         if not overwrite:
-            raise FileExistsError(f"output {out_dir} exists and is not empty (use --overwrite to replace it)")
+            raise FileExistsError(f"output {out_dir} exists and is not empty (use --overwrite to replace it, or "
+                                  f"--resume to continue the run that wrote it)")
         if fs.protocol in ("file", "local") or "file" in fs.protocol:
             shutil.rmtree(path)
         else:
@@ -292,23 +413,43 @@ def prepare_out_dir(out_dir: str, overwrite: bool) -> None:
     fs.makedirs(path, exist_ok=True)
 
 
+def run_config(cfg: PipelineConfig) -> dict[str, Any]:
+    """The config as stats.json and OUT/_run.json record it (what a resume compares, output path aside)."""
+    return {"input": cfg.input.model_dump(), "output": {k: v for k, v in cfg.output.model_dump().items()
+                                                         if k != "path"},
+            "steps": [{"name": s.name, "label": s.label, **s.params.model_dump()} for s in cfg.steps]}
+
+
 def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str | None = None,
-                 limit: int | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Validate inputs, then run. Returns the final stats (also in OUT/stats.json)."""
+                 limit: int | None = None, overwrite: bool = False, progress: bool = True,
+                 resume: bool = False) -> dict[str, Any]:
+    """Validate inputs, then run (or, with ``resume``, go on with a run that was killed: see curate.checkpoint).
+    Returns the final stats (also in OUT/stats.json)."""
     import ray
     from ray.data import DataContext
 
+    from curate import checkpoint, failpoints
     from curate.readers import expand_paths, split_known
     from curate.stats import RunStats, StatsActor
 
     out = (out_dir or cfg.output.path).rstrip("/")
-    if cfg.output.added is None:  # Dolma `added` = the run's start (UTC, seconds), recorded in stats.json
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"added": now})})
     files, unknown = split_known(expand_paths(cfg.input.paths), cfg.input.format)
     if not files:
         raise FileNotFoundError(f"no readable input files in {cfg.input.paths} (skipped: {unknown})")
-    prepare_out_dir(out, overwrite)
+    run = checkpoint.identity(run_config(cfg), files, limit)
+    if resume:
+        run = checkpoint.check_resume(out, run)
+        previous = _load_stats(out)
+        if previous and previous.get("status") == "done":
+            return previous  # nothing left to do
+    prepare_out_dir(out, overwrite, resume)
+    if cfg.output.added is None:  # Dolma `added` = the run's start (UTC, seconds); a resume keeps the first one
+        run.setdefault("added", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"added": run["added"]})})
+    if not resume:
+        checkpoint.save_run(out, run)
+    if failpoints.armed():
+        os.environ.setdefault(failpoints.PID_ENV, str(os.getpid()))  # workers inherit it: they kill the driver
     init_ray(cfg, address)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = progress
@@ -321,39 +462,94 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
 
     ctx.target_max_block_size = cfg.ray.target_max_block_bytes or DEFAULT_TARGET_MAX_BLOCK_SIZE
     actor = StatsActor.remote()
-    summary_cfg = {"path": cfg.path, "input": cfg.input.model_dump(), "output": {**cfg.output.model_dump(),
-                   "path": out}, "steps": [{"name": s.name, "label": s.label, **s.params.model_dump()}
-                                           for s in cfg.steps]}
+    summary_cfg = {"path": cfg.path, **run_config(cfg), "output": {**cfg.output.model_dump(), "path": out}}
     res = ray.cluster_resources()
     cluster = {"nodes": len([n for n in ray.nodes() if n.get("Alive")]), "cpus": res.get("CPU", 0),
                "gpus": res.get("GPU", 0)}
     stats = RunStats(out, [s.label for s in cfg.steps] + ["write"], summary_cfg, len(files), unknown, actor,
                      cluster)
+    if resume:
+        stats.add_done_parts(list(checkpoint.done_parts(out).values()))
     stats.flush("running", force=True)
     # stats.json keeps moving even while a whole-dataset step blocks the driver in build_plan (materialising)
     stop = threading.Event()
 
     def heartbeat() -> None:
         while not stop.wait(1.0):
-            stats.flush("running")
+            try:
+                stats.flush("running")
+            except OSError:  # a full or read-only disk: the run's own writes will report it
+                pass
 
     beat = threading.Thread(target=heartbeat, name="curate-stats", daemon=True)
     beat.start()
     status = "failed"
     try:
-        ds = build_plan(cfg, out, actor, files, limit)
+        ds = build_plan(cfg, out, actor, files, limit, resume)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             stats.add_parts(batch.to_pylist())
         status = "done"
+    except Exception as e:  # noqa: BLE001
+        raise _output_error(e) or e
     finally:
         stop.set()
         beat.join()
-        final = stats.flush(status, force=True)  # what is returned is exactly what stats.json says
+        try:
+            final = stats.flush(status, force=True)  # what is returned is exactly what stats.json says
+        except OSError:
+            if status == "done":
+                raise
         ray.kill(actor)
     if status == "done":
         _remove_scratch(out)
     assert final is not None
     return final
+
+
+def _load_stats(out: str) -> dict[str, Any] | None:
+    import json
+
+    import fsspec
+
+    try:
+        with fsspec.open(f"{out}/stats.json", "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+# errors of the place output goes, not of the code: the user fixes them (space, permissions) and resumes
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+_ERRNO_TEXT = re.compile(r"\w*Error: \[Errno (\d+)\] ([^\n]+?)(?:: '([^'\n]*)')?$", re.M)
+
+
+def _output_error(e: BaseException) -> OSError | None:
+    """The OSError (disk full, read-only, no permission) behind a failed run, if that is what ended it, so the
+    user reads one line, not a Ray stack trace. Ray hands a plain task's exception back as its cause, but a Ray
+    Data task's only as the text of the worker's traceback (the exception object does not survive), so that
+    text is read too: Python writes an OSError as ``OSError: [Errno 28] No space left on device: 'path'``."""
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.errno in _OUTPUT_ERRNOS:
+            return _resumable(x.errno, x.strerror, x.filename)
+        cause = getattr(x, "cause", None)
+        x = cause if isinstance(cause, BaseException) else (x.__cause__ or x.__context__)
+    for m in _ERRNO_TEXT.finditer(str(e)):
+        if int(m.group(1)) in _OUTPUT_ERRNOS:
+            return _resumable(int(m.group(1)), m.group(2), m.group(3))
+    return None
+
+
+class OutputError(OSError):
+    """The output cannot be written (full, read-only, not permitted): the user's to fix, then resume."""
+
+    hint = "free space or fix permissions, then rerun with --resume"
+
+
+def _resumable(code: int, text: str | None, path: str | None) -> OSError:
+    return OutputError(code, text or os.strerror(code), path)
 
 
 def _remove_scratch(out: str) -> None:

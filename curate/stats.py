@@ -32,7 +32,8 @@ class StatsActor:
         self.batches: Counter = Counter()
         self.rows: Counter = Counter()
         self.read_files: dict[str, int] = {}
-        self.skipped: Counter = Counter()
+        self.skipped: dict[str, dict[str, int]] = {}  # per file: a retried read task replaces, never adds
+        self.reused: list[str] = []
         self.info: dict[str, dict[str, Any]] = {}
         self.workers: dict[str, set[str]] = defaultdict(set)
         self.span: dict[str, list[float]] = {}
@@ -57,11 +58,29 @@ class StatsActor:
 
     def add_read(self, url: str, documents: int, skipped: dict[str, int]) -> None:
         self.read_files[url] = documents
-        self.skipped.update(skipped)
+        self.skipped[url] = dict(skipped)
+
+    def add_reused(self, what: str) -> None:
+        """A checkpoint a resumed run used instead of redoing the work (``<step>:<stage>``)."""
+        self.reused.append(what)
+
+    def carried(self) -> dict[str, Any]:
+        """What a resumed run cannot recount when it starts after the readers: files read, records skipped,
+        whole-dataset steps' results. Stored with an input checkpoint; given back with `restore`."""
+        return {"read_files": dict(self.read_files), "skipped": dict(self.skipped), "info": dict(self.info)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.read_files.update(state.get("read_files", {}))
+        self.skipped.update(state.get("skipped", {}))
+        self.info.update(state.get("info", {}))
 
     def snapshot(self) -> dict[str, Any]:
+        skipped: Counter = Counter()
+        for per_file in self.skipped.values():
+            skipped.update(per_file)
         return {"seconds": dict(self.seconds), "batches": dict(self.batches), "rows": dict(self.rows),
-                "files_read": len(self.read_files), "skipped": dict(self.skipped), "info": dict(self.info),
+                "files_read": len(self.read_files), "skipped": dict(skipped), "info": dict(self.info),
+                "reused": list(self.reused),
                 "workers": {k: len(v) for k, v in self.workers.items()},
                 "wall": {k: hi - lo for k, (lo, hi) in self.span.items()}}
 
@@ -112,7 +131,15 @@ class RunStats:
         self.started = time.time()
         self.started_iso = now_iso()
         self._last_flush = 0.0
+        self.resumed = False  # set by the runner on --resume
+        self.parts_reused = 0
         self._lock = threading.Lock()  # the driver's loop adds parts while the heartbeat thread flushes
+
+    def add_done_parts(self, markers: list[dict[str, Any]]) -> None:
+        """Parts an earlier attempt of this run finished (a resume): counted from their markers, not redone."""
+        self.resumed = True
+        self.parts_reused += len(markers)
+        self.add_parts([{**m, "counts": json.dumps(m["counts"])} for m in markers])
 
     def add_parts(self, summaries: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -177,6 +204,9 @@ class RunStats:
                        "skipped_files": self.skipped_files,
                        "records_skipped": dict(sorted(timing.get("skipped", {}).items()))},
             "steps": rows,
+            # a resumed run: what it took from the earlier attempt instead of redoing it
+            "resume": {"resumed": self.resumed, "parts_reused": self.parts_reused,
+                       "checkpoints_reused": timing.get("reused", [])},
             "totals": {
                 "documents_in": n_read, "documents_created": total - n_read, "documents_out": kept,
                 "dropped": n_dropped, "errors": n_errors,

@@ -1,17 +1,20 @@
 """Dolma output: documents, attribute files with the same rows in the same order, per-document stats, markers.
 
-Layout under OUT (``<part>`` = ``<input file key>-<first ordinal, 6 digits>``):
+Layout under OUT (``<part>`` = ``<input file key>-<first ordinal of its range, 6 digits>``):
 
     documents/<source>/<part>.jsonl.gz             kept documents {id, text, source, added, created, metadata}
     attributes/<set>/<source>/<part>.jsonl.gz      {id, source, attributes: {<set>__<tagger>__<key>: [[s, e, v]]}}
     stats/docs/<part>.parquet                      one row per input document, kept or not: fate, reason, scores
     _parts/<part>.json                             completion marker, written last, after the files are durable
 
-Why parts are named by their first record ordinal: a block's rows come from one input file in reading order,
-so the name is a function of the input, not of the worker or the order tasks finish. Reruns rewrite the same
-names with the same bytes (zstd/gzip with no timestamps, keys in fixed order), and a retried task overwrites
-its own part instead of adding a second copy. Every file is written under a temporary name and renamed; the
-marker is the last write, so a part without a marker is incomplete, which is what resume will rely on.
+Why parts are ranges of record ordinals: part ``k`` of an input file holds the documents read from its records
+``[k*n, (k+1)*n)`` (``n`` = output.docs_per_part), whatever blocks Ray cut or merged on the way (Ray shapes
+blocks by their size in memory, which changes with the steps, the Ray version and ray.target_max_block_bytes).
+So a part's name and bytes are a function of the input alone: reruns rewrite the same names with the same
+bytes (zstd/gzip with no timestamps, keys in fixed order), a retried task overwrites its own parts instead of
+adding a second copy, and a resumed run can tell from the name which records a finished part holds. Every file
+is written under a temporary name and renamed; the marker is the last write, so a part without a marker is
+incomplete.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
-from curate import schema
+from curate import failpoints, schema
 
 SUMMARY_SCHEMA = pa.schema(
     [
@@ -52,14 +55,24 @@ def atomic_write(url: str, data: bytes) -> None:
     """Write-then-rename on local disks (fsync first); object stores publish a whole object on close."""
     fs, path = fsspec.core.url_to_fs(url)
     parent = posixpath.dirname(path)
+    failpoints.io_error(path)
     if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else ()):
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:  # a full or read-only disk: leave no half-written file, not even a temporary
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(e, OSError) and e.errno is not None:
+                raise OSError(e.errno, e.strerror, path) from e  # name the file, not its temporary
+            raise
     else:
         fs.makedirs(parent, exist_ok=True)
         with fs.open(path, "wb") as f:
@@ -99,11 +112,25 @@ def _spans(v: list | None) -> list[list]:
     return [[int(s[0]), int(s[1]), float(s[2]) if len(s) > 2 and s[2] is not None else 1.0] for s in v]
 
 
+def part_groups(table: pa.Table, keys: dict[str, str], docs_per_part: int) -> dict[str, np.ndarray]:
+    """Part name -> the rows of ``table`` in that part (in table order). See the module docstring."""
+    files = table.column(schema.FILE).to_pylist()
+    first = (table.column(schema.ORD).to_numpy() // docs_per_part) * docs_per_part
+    groups: dict[str, list[int]] = {}
+    for i, (f, o) in enumerate(zip(files, first.tolist())):
+        groups.setdefault(part_name(keys.get(f, posixpath.basename(f)), o), []).append(i)
+    return {name: np.asarray(idx, dtype=np.int64) for name, idx in groups.items()}
+
+
+def part_name(key: str, first_ord: int) -> str:
+    return f"{key}-{first_ord:06d}"
+
+
 class DolmaWriter:
     """Writes one part per (input file, block); returns one summary row per part for the driver's stats."""
 
     def __init__(self, out_dir: str, source: str, codec: str, added: str | None, keys: dict[str, str],
-                 write_doc_stats: bool = True, write_documents: bool = True):
+                 write_doc_stats: bool = True, write_documents: bool = True, docs_per_part: int = 1000):
         self.out_dir = out_dir.rstrip("/")
         self.source = source
         self.codec = codec
@@ -114,22 +141,19 @@ class DolmaWriter:
         self.keys = keys
         self.write_doc_stats = write_doc_stats
         self.write_docs = write_documents  # False when a sharding step already wrote them
+        self.docs_per_part = docs_per_part
 
     def __call__(self, table: pa.Table) -> pa.Table:
         if table.num_rows == 0:
             return SUMMARY_SCHEMA.empty_table()
-        files = table.column(schema.FILE).to_pylist()
-        groups: dict[str, list[int]] = {}
-        for i, f in enumerate(files):
-            groups.setdefault(f, []).append(i)
-        summaries = [self._write_part(table.take(idx), f) for f, idx in groups.items()]
+        groups = part_groups(table, self.keys, self.docs_per_part)
+        summaries = [self._write_part(table.take(idx), part) for part, idx in sorted(groups.items())]
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
     # ------------------------------------------------------------------------------------------------
-    def _write_part(self, t: pa.Table, file: str) -> dict[str, Any]:
+    def _write_part(self, t: pa.Table, part: str) -> dict[str, Any]:
         ords = t.column(schema.ORD).to_numpy()
-        key = self.keys.get(file, posixpath.basename(file))
-        part = f"{key}-{int(ords.min()):06d}"
+        file = t.column(schema.FILE)[0].as_py()
         fate = t.column(schema.FATE)
         kept_mask = pc.is_null(fate)
         kept = t.filter(kept_mask)
@@ -157,6 +181,9 @@ class DolmaWriter:
         }
         marker = {**summary, "counts": dict(sorted(counts.items())), "files": written}
         atomic_write(f"{self.out_dir}/_parts/{part}.json", (json.dumps(marker, indent=1) + "\n").encode())
+        if failpoints.armed():
+            fs, root = fsspec.core.url_to_fs(f"{self.out_dir}/_parts")
+            failpoints.hit("write:part", len(fs.find(root)))
         return summary
 
     def document_lines(self, kept: pa.Table) -> list[bytes]:

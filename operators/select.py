@@ -85,8 +85,8 @@ class Select(DatasetOperator):
         attr = p.attribute
         if p.threshold is not None:
             t, info = p.threshold, {"threshold": p.threshold}
-        else:
-            t, info = self._threshold(ds, p, timer)
+        else:  # a checkpointed stage: a resume after it does not pass over the corpus again
+            t, info = self.stage(ctx, "threshold", lambda: self._threshold(ds, p, timer))
         timer.info(info)
 
         def apply_block(table: pa.Table) -> pa.Table:

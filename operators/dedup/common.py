@@ -276,11 +276,18 @@ class DedupOperator(DatasetOperator):
     attribute_params = ("keep_highest",)
     tagger: str  # the attribute names' middle part: <name>__<tagger>__duplicate
 
-    def attach(self, ds, decisions, ctx: RunContext, timer: Any, info: dict[str, Any] | None = None):
-        """Write decisions per input file, report the cluster histogram, and map them onto the documents."""
-        scratch = os.path.join(ctx.out_dir, "_work", self.step_name)
-        write_decisions(decisions, scratch)
-        timer.done("write_decisions", decisions.count())
-        timer.info({**(info or {}), **cluster_histogram(decisions)})
+    def attach(self, ds, decide: Callable[[], Any], ctx: RunContext, timer: Any, info: dict[str, Any] | None = None):
+        """Run ``decide()`` (the step's decisions as a Dataset), write them per input file and report the cluster
+        histogram, as one checkpointed stage (a resume after it reads the files back); then map the decisions
+        onto the documents."""
+        scratch = self.stage_dir(ctx, "decisions")
+
+        def run() -> dict[str, Any]:
+            decisions = decide()
+            write_decisions(decisions, scratch)
+            timer.done("write_decisions", decisions.count())
+            return {**(info or {}), **cluster_histogram(decisions)}
+
+        timer.info(self.stage(ctx, "decisions", run))
         return ds.map_batches(DecisionApplier(scratch, self.name, self.tagger, ctx.file_index), batch_format="pyarrow",
                               batch_size=None, zero_copy_batch=True)

@@ -65,10 +65,13 @@ class ExactDedup(dedup.DedupOperator):
             return pa.table({"root": pa.array(k, pa.int64()), "node": pa.array(schema.node_ids(sub, file_index)),
                              "id": sub.column("id"), "rank": pa.array(dedup.rank_value(sub, p.keep_highest))})
 
-        decisions = dedup.shuffle_map(ds.map_batches(keys, batch_format="pyarrow", batch_size=None), ["root"],
-                                      p.partitions, _groups).materialize()
-        timer.done("hash_and_group", decisions.count())
-        return self.attach(ds, decisions, ctx, timer)
+        def decide():
+            decisions = dedup.shuffle_map(ds.map_batches(keys, batch_format="pyarrow", batch_size=None), ["root"],
+                                          p.partitions, _groups).materialize()
+            timer.done("hash_and_group", decisions.count())
+            return decisions
+
+        return self.attach(ds, decide, ctx, timer)
 
 
 def _groups(block: pa.Table) -> pa.Table:

@@ -304,36 +304,41 @@ class MinHashDedup(dedup.DedupOperator):
         ds, timer = self.materialize(ds, ctx)
 
         file_index = ctx.file_index
-        sigs = ds.map_batches(_Signer(p, file_index), batch_format="pyarrow", batch_size=None).materialize()
+        sigs = self.stage_dataset(ctx, "signatures", lambda: ds.map_batches(
+            _Signer(p, file_index), batch_format="pyarrow", batch_size=None))
         n_live = sigs.count()
         timer.done("signatures", n_live)
 
-        keys = sigs.map_batches(_BandRows(bands, rows), batch_format="pyarrow", batch_size=None)
-        for path in p.against:
-            keys = keys.union(_load_index(path))
-        edges = dedup.shuffle_map(keys, ["key"], p.partitions, _bucket_edges).materialize()
-        timer.done("band_buckets", edges.count())
+        def decide():
+            keys = sigs.map_batches(_BandRows(bands, rows), batch_format="pyarrow", batch_size=None)
+            for path in p.against:
+                keys = keys.union(_load_index(path))
+            edges = dedup.shuffle_map(keys, ["key"], p.partitions, _bucket_edges).materialize()
+            timer.done("band_buckets", edges.count())
 
-        if p.verify_threshold is not None:
-            info = sigs.select_columns(["node", "sig"])
-            edges = _verify(edges, info, p.verify_threshold, p.partitions).materialize()
-            timer.done("verify", edges.count())
+            if p.verify_threshold is not None:
+                info = sigs.select_columns(["node", "sig"])
+                edges = _verify(edges, info, p.verify_threshold, p.partitions).materialize()
+                timer.done("verify", edges.count())
 
-        from operators.dedup.components import connected_components
+            from operators.dedup.components import connected_components
 
-        members = connected_components(edges.select_columns(["u", "v"]), p.partitions).materialize()
-        timer.done("components", members.count())
+            members = connected_components(edges.select_columns(["u", "v"]), p.partitions).materialize()
+            timer.done("components", members.count())
 
-        members = members.map_batches(_with_roots, batch_format="pyarrow", batch_size=None)
-        info = sigs.select_columns(["node", "id", "rank"])
-        if p.against:
-            info = info.union(*(_index_info(x) for x in p.against))
-        decisions = dedup.choose_representatives(members, info, p.partitions).materialize()
-        timer.done("representatives", decisions.count())
-        if p.save_index:
-            _save_index(sigs, decisions, keys_of=_BandRows(bands, rows), path=p.save_index, partitions=p.partitions)
-            timer.done("save_index", 0)
-        return self.attach(ds, decisions, ctx, timer, {
+            members = members.map_batches(_with_roots, batch_format="pyarrow", batch_size=None)
+            info = sigs.select_columns(["node", "id", "rank"])
+            if p.against:
+                info = info.union(*(_index_info(x) for x in p.against))
+            decisions = dedup.choose_representatives(members, info, p.partitions).materialize()
+            timer.done("representatives", decisions.count())
+            if p.save_index:
+                _save_index(sigs, decisions, keys_of=_BandRows(bands, rows), path=p.save_index,
+                            partitions=p.partitions)
+                timer.done("save_index", 0)
+            return decisions
+
+        return self.attach(ds, decide, ctx, timer, {
             "bands": bands, "rows": rows, "num_perm": p.num_perm, "documents": n_live,
             "bytes_per_document": {"signature_stage": p.num_perm * 4 + 8 + 16, "band_stage": bands * 16,
                                    "decision_stage": "~40 (duplicates only)"}})

@@ -433,25 +433,37 @@ class Shard(DatasetOperator):
         p: ShardParams = self.params  # type: ignore[assignment]
         tok = _tokenizer(p)
         ds, timer = self.materialize(ds, ctx)
-        runs_dir = f"{ctx.out_dir}/_work/{self.step_name}/runs"
+        runs_dir = self.stage_dir(ctx, "runs")
         rate = min(1.0, p.metrics_docs / max(ds.count(), 1))
-        # one Ray task per materialised block: plain tasks keep both cores busy where a Ray Data map over the
-        # same blocks ran at ~1.3x concurrency on two CPUs (its resource reservation holds tasks back)
-        fn = ray.put(_Tokenize(p, ctx, runs_dir, rate))
-        task = ray.remote(num_cpus=1)(_call)
-        summaries = [r for t in ray.get([task.remote(fn, ref) for ref in ds.to_arrow_refs()]) for r in t.to_pylist()]
-        summaries.sort(key=lambda r: r["run"])
-        runs = [r["run"] for r in summaries]
+
+        def tokenize() -> dict[str, Any]:
+            # one Ray task per materialised block: plain tasks keep both cores busy where a Ray Data map over the
+            # same blocks ran at ~1.3x concurrency on two CPUs (its resource reservation holds tasks back)
+            fn = ray.put(_Tokenize(p, ctx, runs_dir, rate))
+            task = ray.remote(num_cpus=1)(_call)
+            summaries = [r for t in ray.get([task.remote(fn, ref) for ref in ds.to_arrow_refs()])
+                         for r in t.to_pylist()]
+            summaries.sort(key=lambda r: r["run"])
+            hist_tokens = np.zeros(1 << BIN_BITS, dtype=np.int64)
+            hist_pieces = np.zeros(1 << BIN_BITS, dtype=np.int64)
+            merged = TokStats(tok.vocab_size)
+            for r in summaries:
+                merged.merge(json.loads(r["tokstats"]))
+                hist_tokens += np.frombuffer(r["hist_tokens"], dtype=np.int64)
+                hist_pieces += np.frombuffer(r["hist_pieces"], dtype=np.int64)
+            return {"runs": [r["run"] for r in summaries], "tokstats": merged.raw(),
+                    "hist_tokens": hist_tokens.tolist(), "hist_pieces": hist_pieces.tolist()}
+
+        made = self.stage(ctx, "runs", tokenize)  # checkpointed: a resume does not tokenize again
+        runs = made["runs"]
         stats = TokStats(tok.vocab_size)
-        hist_tokens = np.zeros(1 << BIN_BITS, dtype=np.int64)
-        hist_pieces = np.zeros(1 << BIN_BITS, dtype=np.int64)
-        for r in summaries:
-            stats.merge(json.loads(r["tokstats"]))
-            hist_tokens += np.frombuffer(r["hist_tokens"], dtype=np.int64)
-            hist_pieces += np.frombuffer(r["hist_pieces"], dtype=np.int64)
+        stats.merge(made["tokstats"])
+        hist_tokens = np.asarray(made["hist_tokens"], dtype=np.int64)
+        hist_pieces = np.asarray(made["hist_pieces"], dtype=np.int64)
         timer.done("tokenize_split", int(hist_pieces.sum()))
 
-        first_keys = self._assign(ray, runs, hist_tokens, hist_pieces, p.tokens_per_shard)
+        first_keys = [tuple(k) for k in self.stage(ctx, "assign", lambda: self._assign(
+            ray, runs, hist_tokens, hist_pieces, p.tokens_per_shard))]
         timer.done("assign", int(hist_tokens.sum()))
 
         # shards numbered densely in key order (a piece longer than a shard would otherwise leave a gap)
@@ -459,9 +471,20 @@ class Shard(DatasetOperator):
         plan = [(n, key, bounds[n + 1][1] if n + 1 < len(bounds) else None) for n, key in bounds]
         groups = [g for g in np.array_split(np.arange(len(plan)), min(p.writers, len(plan)) or 1) if len(g)]
         write = ray.remote(num_cpus=1)(_write_shards)
-        manifest_rows = [row for rows in ray.get([
-            write.remote(runs, [plan[i] for i in g], p, ctx.out_dir, ctx.source, ctx.compression) for g in groups])
-            for row in rows]
+        manifest_rows, pending = [], {}
+        for g in groups:  # each group of shards is a checkpointed stage: a resume writes only the missing ones
+            stage = f"write-{int(g[0]):05d}"
+            done = self.stage_done(ctx, stage)
+            if done is not None:
+                manifest_rows += done
+                continue
+            pending[write.remote(runs, [plan[i] for i in g], p, ctx.out_dir, ctx.source, ctx.compression)] = stage
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                rows = ray.get(ref)
+                self.stage_mark(ctx, pending.pop(ref), rows)
+                manifest_rows += rows
         timer.done("write_shards", int(hist_tokens.sum()))
         if p.write_tokens:
             atomic_write(f"{ctx.out_dir}/tokens/tokenizer.json", tokenizer_json(tok))

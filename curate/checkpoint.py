@@ -1,0 +1,248 @@
+"""Resume: what a run stores so that a killed run can go on where it stopped, and refuse to when it should not.
+
+Three kinds of record, each written only after what it vouches for is on disk (files are written under a
+temporary name, fsynced and renamed, so a file under its final name is whole):
+
+* ``OUT/_run.json`` — the run's identity: the config (as validated; output path left out), the input listing
+  (URL, size, modification time) and ``added``. ``--resume`` refuses a changed config or input and names the
+  change; it reuses ``added`` so the resumed documents carry the same bytes.
+* ``OUT/_parts/<part>.json`` — the writer's per-part marker (documents, attributes, stats of one input block).
+  A resumed run does not process those blocks again; their counts come from the markers.
+* ``OUT/_work/<step>/...`` — checkpoints of whole-dataset steps: ``input/<part>.parquet`` (the step's input,
+  one file per block, so a resume reads blocks back instead of re-extracting them) and ``_stages/<stage>.json``
+  for each finished internal stage (signatures, decisions, thresholds, token runs, shard groups), with the
+  stage's files under ``<stage>/``. A stage without its marker is redone from an emptied folder.
+
+``_work`` is removed when the run ends well; ``_run.json`` and ``_parts`` stay (a resume of a finished run
+does nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import failpoints
+from curate.writer import atomic_write
+
+RUN_FILE = "_run.json"
+
+
+class ResumeError(ValueError):
+    """A resume that cannot go on (nothing to resume, or the config or input changed): one line for the user."""
+
+
+# ---------------------------------------------------------------------------------------------- identity
+def input_listing(files: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """(url, size, mtime) of every input file: what `--resume` compares to notice a changed input."""
+    out = []
+    for url, _key in files:
+        fs, path = fsspec.core.url_to_fs(url)
+        try:
+            info = fs.info(path)
+        except OSError:
+            info = {}
+        mtime = info.get("mtime", info.get("LastModified", info.get("ETag")))
+        out.append({"url": url, "size": info.get("size"), "mtime": str(mtime) if mtime is not None else None})
+    return out
+
+
+def identity(config: dict[str, Any], files: list[tuple[str, str]], limit: int | None) -> dict[str, Any]:
+    """What must be equal for a resume to produce the bytes an uninterrupted run would."""
+    listing = input_listing(files)
+    digest = hashlib.sha256(json.dumps([config, listing, limit], sort_keys=True).encode()).hexdigest()
+    return {"hash": digest, "config": config, "inputs": listing, "limit": limit}
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: d}
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two identities (config keys, then input files)."""
+    out = []
+    a, b = _flatten(old.get("config", {})), _flatten(new.get("config", {}))
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, "<unset>") != b.get(k, "<unset>"):
+            out.append(f"config {k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}")
+    if old.get("limit") != new.get("limit"):
+        out.append(f"--limit: {old.get('limit')} -> {new.get('limit')}")
+    fa = {f["url"]: f for f in old.get("inputs", [])}
+    fb = {f["url"]: f for f in new.get("inputs", [])}
+    for url in sorted(set(fa) | set(fb)):
+        if url not in fb:
+            out.append(f"input removed: {url}")
+        elif url not in fa:
+            out.append(f"input added: {url}")
+        elif fa[url] != fb[url]:
+            what = [f"{k} {fa[url][k]} -> {fb[url][k]}" for k in ("size", "mtime") if fa[url][k] != fb[url][k]]
+            out.append(f"input changed: {url} ({', '.join(what)})")
+    return out
+
+
+def load_run(out_dir: str) -> dict[str, Any] | None:
+    fs, path = fsspec.core.url_to_fs(f"{out_dir}/{RUN_FILE}")
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def save_run(out_dir: str, run: dict[str, Any]) -> None:
+    atomic_write(f"{out_dir}/{RUN_FILE}", (json.dumps(run, indent=1, sort_keys=True) + "\n").encode())
+
+
+def check_resume(out_dir: str, new: dict[str, Any]) -> dict[str, Any]:
+    """The stored run record if ``new`` may resume it; else ResumeError naming what changed."""
+    old = load_run(out_dir)
+    if old is None:
+        raise ResumeError(f"nothing to resume at {out_dir} (no {RUN_FILE}); run without --resume")
+    if old.get("hash") != new["hash"]:
+        diff = changes(old, new) or ["the run record differs (written by another curate version?)"]
+        more = f" (+{len(diff) - 5} more)" if len(diff) > 5 else ""
+        raise ResumeError(f"cannot resume {out_dir}: " + "; ".join(diff[:5]) + more +
+                          " — rerun with --overwrite to start over")
+    return old
+
+
+# ---------------------------------------------------------------------------------------------- markers
+def done_parts(out_dir: str) -> dict[str, dict[str, Any]]:
+    """Part name -> marker of every part the writer finished (markers are the last file a part writes)."""
+    fs, root = fsspec.core.url_to_fs(f"{out_dir}/_parts")
+    out = {}
+    for rel in files_under(f"{out_dir}/_parts", ".json"):
+        with fs.open(f"{root}/{rel}", "rb") as f:
+            out[rel[:-len(".json")]] = json.loads(f.read())
+    return out
+
+
+def files_under(url: str, suffix: str) -> list[str]:
+    """Paths relative to ``url`` of the finished files (not temporary ones) below it that end in ``suffix``.
+    Part names hold the input's relative path, so they may be nested folders."""
+    fs, root = fsspec.core.url_to_fs(url)
+    if not fs.isdir(root):
+        return []
+    found = [p[len(root.rstrip("/")) + 1:] for p in fs.find(root)]
+    return sorted(r for r in found if r.endswith(suffix) and not posixpath.basename(r).startswith("."))
+
+
+def write_table(url: str, table: pa.Table) -> None:
+    """One block as a Parquet file under its final name, atomically (zstd; the schema travels with it)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write(url, sink.getvalue().to_pybytes())
+
+
+def read_table(url: str) -> pa.Table:
+    with fsspec.open(url, "rb") as f:
+        return pq.read_table(f)
+
+
+def read_blocks(urls: list[str]):
+    """The Parquet files as a materialised Ray Dataset, one block per file (block boundaries name the output
+    parts, so a block read back must be exactly the block that was written)."""
+    import ray
+    import ray.data
+
+    task = ray.remote(num_cpus=1)(read_table)
+    return ray.data.from_arrow_refs([task.remote(u) for u in urls])
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Checkpoints of one whole-dataset step under ``OUT/_work/<step>/`` (the operator sees it as ``ctx``)."""
+
+    out_dir: str
+    step: str
+    stats_actor: Any = None
+    enabled: bool = True
+
+    @property
+    def root(self) -> str:
+        return f"{self.out_dir}/_work/{self.step}"
+
+    def stage_dir(self, stage: str) -> str:
+        return f"{self.root}/{stage}"
+
+    def _marker(self, stage: str) -> str:
+        return f"{self.root}/_stages/{stage}.json"
+
+    def load(self, stage: str) -> dict[str, Any] | None:
+        fs, path = fsspec.core.url_to_fs(self._marker(stage))
+        if not self.enabled or not fs.exists(path):
+            return None
+        with fs.open(path, "rb") as f:
+            return json.loads(f.read())
+
+    def mark(self, stage: str, value: Any) -> None:
+        if self.enabled:
+            atomic_write(self._marker(stage), (json.dumps({"value": value}) + "\n").encode())
+        failpoints.hit(f"{self.step}:{stage}")
+
+    def reused(self, stage: str) -> None:
+        if self.stats_actor is not None:
+            import ray
+
+            ray.get(self.stats_actor.add_reused.remote(f"{self.step}:{stage}"))
+
+    def clear(self, stage: str) -> None:
+        """Empty a stage's folder before (re)doing it: a killed attempt may have left files with random names."""
+        fs, path = fsspec.core.url_to_fs(self.stage_dir(stage))
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+    def value(self, stage: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` (JSON-able result, any files under stage_dir) once: a resume returns the stored result."""
+        found = self.load(stage)
+        if found is not None:
+            self.reused(stage)
+            return found["value"]
+        self.clear(stage)
+        result = compute()
+        self.mark(stage, result)
+        return result
+
+    def dataset(self, stage: str, compute: Callable[[], Any]):
+        """A materialised Dataset stage: written one Parquet file per block while it is computed; a resume reads
+        the blocks back instead of computing them."""
+        import ray.data  # noqa: F401
+
+        stage_url = self.stage_dir(stage)
+        found = self.load(stage)
+        if found is not None:
+            self.reused(stage)
+            return read_blocks([f"{stage_url}/{name}" for name in found["value"]])
+        self.clear(stage)
+        ds = compute()
+        if not self.enabled:
+            return ds.materialize()
+
+        def save(block: pa.Table) -> pa.Table:
+            import uuid
+
+            name = f"{uuid.uuid4().hex}.parquet"
+            write_table(f"{stage_url}/{name}", block)
+            return pa.table({"name": [name]})
+
+        ds = ds.materialize()
+        names = sorted(r["name"] for r in ds.map_batches(save, batch_format="pyarrow", batch_size=None).take_all())
+        self.mark(stage, names)
+        return ds
