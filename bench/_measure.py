@@ -14,13 +14,16 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None, every: float = 0.5) -> dict:
+def measure(cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None, every: float = 0.5,
+            expect_rc: int = 0) -> dict:
     """Run ``cmd``; sample RSS every ``every`` s. Returns wall_s, tree_mb (peak of the summed tree), driver_mb
-    (peak of the root process), worker_mb (peak of the largest other process), stdout, stderr."""
+    (peak of the root process), worker_mb (peak of the largest other process), stdout, stderr. Processes of the
+    tree still alive at the end (a killed driver leaves its Ray behind) are killed, by pid."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
     peaks: dict[int, int] = defaultdict(int)
+    seen: dict[int, psutil.Process] = {}
     tree_peak = 0
     stop = threading.Event()
 
@@ -34,6 +37,7 @@ def measure(cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None,
             total = 0
             try:
                 for p in [root, *root.children(recursive=True)]:
+                    seen.setdefault(p.pid, p)
                     try:
                         rss = p.memory_info().rss
                     except psutil.Error:
@@ -50,7 +54,13 @@ def measure(cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None,
     out, err = proc.communicate()
     stop.set()
     th.join()
-    if proc.returncode != 0:
+    for p in seen.values():
+        try:
+            if p.pid != proc.pid and p.is_running():
+                p.kill()
+        except psutil.Error:
+            pass
+    if proc.returncode != expect_rc:
         raise RuntimeError(f"{cmd[:4]} failed ({proc.returncode}):\n{err[-4000:]}")
     driver = peaks.pop(proc.pid, 0)
     return {"wall_s": time.perf_counter() - t0, "tree_mb": tree_peak / 1e6, "driver_mb": driver / 1e6,

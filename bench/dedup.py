@@ -114,7 +114,7 @@ def quality(assign: dict[str, tuple[str, bool]], truth: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- curate
-def run_curate(corpus: Path, n_docs: int, tmp: Path) -> dict:
+def run_curate(corpus: Path, n_docs: int, tmp: Path, checkpoints: bool = True, tag: str = "") -> dict:
     import pyarrow.parquet as pq
     import yaml
 
@@ -122,11 +122,11 @@ def run_curate(corpus: Path, n_docs: int, tmp: Path) -> dict:
     keep = files[: max(1, n_docs // 5000)]
     cfg = {"input": {"paths": [str(f) for f in keep], "source": "bench"},
            "ray": {"num_cpus": 2},
-           "output": {"write_doc_stats": True},
+           "output": {"write_doc_stats": True, "checkpoints": checkpoints},
            "steps": [{"name": "minhash_dedup", "partitions": 4}]}
-    cfg_path = tmp / f"curate-{n_docs}.yaml"
+    cfg_path = tmp / f"curate-{n_docs}{tag}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    out = tmp / f"curate-out-{n_docs}"
+    out = tmp / f"curate-out-{n_docs}{tag}"
     m = measure([sys.executable, "-m", "curate.cli", "run", str(cfg_path), "-o", str(out), "-q"])
     stats = json.loads((out / "stats.json").read_text())
     step = next(s for s in stats["steps"] if s["step"] == "minhash_dedup")
@@ -136,6 +136,7 @@ def run_curate(corpus: Path, n_docs: int, tmp: Path) -> dict:
                                                 t.column("minhash_dedup__cluster").to_pylist(),
                                                 t.column("minhash_dedup__minhash__duplicate").to_pylist())}
     return {**m, "stages": step["stages"], "dedup_s": step["seconds"], "assign": assign,
+            "elapsed_s": stats["elapsed_s"],
             "docs": stats["totals"]["documents_in"], "info": step["info"]}
 
 
@@ -171,6 +172,20 @@ def main():
     run("filter", [reader(), MinhashDedupFilter(f"{work}/remove", exclusion_writer=JsonlWriter(f"{work}/removed"),
                    load_cluster_ids=True), JsonlWriter(f"{work}/kept")], tasks=len(files))
     print(json.dumps(times))
+
+
+def checkpoints_cost(corpus: Path, n_docs: int) -> None:
+    """What resume's checkpoints (the step's input, signatures, decisions) cost the same call, on and off."""
+    tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-ck-"))
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    for i, on in enumerate([True, False, False, True]):
+        r = run_curate(corpus, n_docs, tmp, checkpoints=on, tag=f"-{i}")
+        walls[on].append(r["elapsed_s"])
+        print(f"checkpoints {'on ' if on else 'off'}: {r['wall_s']:6.1f} s command, {r['elapsed_s']:6.1f} s after Ray "
+              f"start, minhash_dedup {r['dedup_s']:.1f} s ({', '.join(f'{k}={v:.1f}' for k, v in r['stages'].items())})")
+    on, off = min(walls[True]), min(walls[False])
+    print(f"\ncheckpoints on/off (best of 2, after Ray start): {on:.1f} s / {off:.1f} s = {on / off:.3f}x "
+          f"(target <= 1.05x)")
 
 
 if __name__ == "__main__":  # datatrove's forkserver re-imports __main__
@@ -256,8 +271,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--small", type=int, default=25_000)
+    ap.add_argument("--checkpoints-cost", action="store_true",
+                    help="instead: curate at --docs with output.checkpoints on and off (twice each, alternating)")
     a = ap.parse_args()
     corpus = build_corpus(a.docs)
+    if a.checkpoints_cost:
+        checkpoints_cost(corpus, a.docs)
+        return
     truth = json.loads((corpus / "truth.json").read_text())
     size_mb = sum(len(d["text"].encode()) for d in load_docs(corpus)) / 1e6
     print(f"corpus: {a.docs} documents, {size_mb:.0f} MB of text, {len(truth)} injected duplicates ({corpus})")
@@ -292,6 +312,20 @@ def main() -> None:
           f"{sig['curate (numpy, datasketch permutations)'] / base:.0f}x datatrove per core (target >= 10x)")
     small = runs[f"curate {a.small}"]
     print(f"driver peak RSS {small['driver_mb']:.0f} MB at {a.small} docs -> {full['driver_mb']:.0f} MB at {a.docs}")
+
+
+def checkpoints_cost(corpus: Path, n_docs: int) -> None:
+    """What resume's checkpoints (the step's input, signatures, decisions) cost the same call, on and off."""
+    tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-ck-"))
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    for i, on in enumerate([True, False, False, True]):
+        r = run_curate(corpus, n_docs, tmp, checkpoints=on, tag=f"-{i}")
+        walls[on].append(r["elapsed_s"])
+        print(f"checkpoints {'on ' if on else 'off'}: {r['wall_s']:6.1f} s command, {r['elapsed_s']:6.1f} s after Ray "
+              f"start, minhash_dedup {r['dedup_s']:.1f} s ({', '.join(f'{k}={v:.1f}' for k, v in r['stages'].items())})")
+    on, off = min(walls[True]), min(walls[False])
+    print(f"\ncheckpoints on/off (best of 2, after Ray start): {on:.1f} s / {off:.1f} s = {on / off:.3f}x "
+          f"(target <= 1.05x)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ sandbox, no attribute files, no per-document stats: the ratio is the price of th
 
     python bench/e2e.py                # 20,000 pages, 2 workers
     python bench/e2e.py --pages 2000   # quicker look
+    python bench/e2e.py --pages 4000 --checkpoints-cost   # resume checkpoints: their cost, and a resume's
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ def main() -> None:
     ap.add_argument("--subset-only", action="store_true", help="skip the whole default pipeline")
     ap.add_argument("--compression", choices=["gzip", "zstd"], help="output.compression of both curate runs "
                     "(default: pipeline.yaml's)")
+    ap.add_argument("--checkpoints-cost", action="store_true",
+                    help="instead: the default pipeline with output.checkpoints on and off (each twice, alternating), "
+                         "then one killed late (after shard's token runs) and resumed")
     ap.add_argument("--bare-worker", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.bare_worker:
@@ -121,6 +125,9 @@ def main() -> None:
     (tmp / "subset.yaml").write_text(yaml.safe_dump(sub))
     (tmp / "full.yaml").write_text(yaml.safe_dump(full))
 
+    if a.checkpoints_cost:
+        checkpoints_cost(tmp, full)
+        return
     bare = measure([sys.executable, __file__, "--workers", str(a.workers), "--bare-worker", str(path),
                     str(tmp / "bare")])
     bare_counts = json.loads(bare["stdout"].strip().splitlines()[-1])
@@ -156,6 +163,34 @@ def main() -> None:
             print(f"  {s['step']:<16}{s['seconds']:>9.1f}{wall:>9}{s.get('workers', '-'):>9}{par:>13}")
             for stage, sec in (s.get("stages") or {}).items():
                 print(f"    {stage:<14}{sec:>9.1f}")
+
+
+def checkpoints_cost(tmp: Path, full: dict) -> None:
+    """What resume costs an uninterrupted run (checkpoints on vs off, same corpus, same call), and what a resume
+    after a kill late in the run costs next to a whole run."""
+    walls: dict[str, list[float]] = {"on": [], "off": []}
+    for i, mode in enumerate(["on", "off", "off", "on"]):
+        cfg = yaml.safe_load(yaml.safe_dump(full))
+        cfg["output"]["checkpoints"] = mode == "on"
+        path = tmp / f"ck-{mode}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        res = measure([sys.executable, "-m", "curate.cli", "run", str(path), "-o", str(tmp / f"ck-{i}"), "-q"])
+        stats = json.loads((tmp / f"ck-{i}" / "stats.json").read_text())
+        walls[mode].append(stats["elapsed_s"])
+        print(f"checkpoints {mode:<3}: {res['wall_s']:6.1f} s command, {stats['elapsed_s']:6.1f} s after Ray start")
+    on, off = min(walls["on"]), min(walls["off"])
+    print(f"
+checkpoints on/off (best of 2, after Ray start): {on:.1f} s / {off:.1f} s = {on / off:.3f}x "
+          f"(target <= 1.05x)")
+    cfg = tmp / "ck-on.yaml"
+    out = tmp / "ck-killed"
+    measure([sys.executable, "-m", "curate.cli", "run", str(cfg), "-o", str(out), "-q"],
+            env={"CURATE_FAILPOINT": "shard:runs"}, expect_rc=-9)
+    res = measure([sys.executable, "-m", "curate.cli", "run", str(cfg), "-o", str(out), "-q", "--resume"])
+    stats = json.loads((out / "stats.json").read_text())
+    print(f"resume after a kill -9 once shard's token runs were written: {res['wall_s']:.1f} s command, "
+          f"{stats['elapsed_s']:.1f} s after Ray start = {stats['elapsed_s'] / on:.2f} of an uninterrupted run; "
+          f"reused {stats['resume']['checkpoints_reused']}")
 
 
 if __name__ == "__main__":

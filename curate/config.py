@@ -40,8 +40,9 @@ class InputSpec(_Strict):
         10_000_000, gt=0, description="Payloads larger than this are dropped as `too_large` without being read."
     )
     docs_per_block: int = Field(
-        256, gt=0, description="Documents per block the reader yields (its memory); Ray merges a file's blocks up "
-        "to ray.target_max_block_bytes. Output files follow output.docs_per_part, not blocks."
+        1000, gt=0, description="Records per block the reader yields, and per output part: part k of an input file "
+        "holds what its records [k*n, (k+1)*n) became (documents, attributes, stats), however Ray merged or cut the "
+        "blocks on the way; the unit a resume skips."
     )
 
 
@@ -55,9 +56,6 @@ class OutputSpec(_Strict):
         None, description="Dolma `added` (ISO-8601) on every document; default: the run's start time (UTC). "
         "Set it for byte-identical reruns.")
     write_doc_stats: bool = Field(True, description="Write the per-document stats parquet (OUT/stats/docs/).")
-    docs_per_part: int = Field(
-        1000, gt=0, description="Input records per output part: part k of an input file holds what its records "
-        "[k*n, (k+1)*n) became (documents, attributes, stats), whatever blocks Ray made; the unit a resume skips.")
     checkpoints: bool = Field(
         True, description="Checkpoint whole-dataset steps (their input and internal stages under OUT/_work) so "
         "`--resume` after a kill does not redo them. Part markers are always written.")

@@ -130,8 +130,11 @@ class _Rows:
         return len(self.rows) >= self.size
 
     def flush(self) -> pa.Table:
+        """The rows so far as one block. A block is a part of the output (see curate.writer): every row carries
+        how many records its part has."""
         cols: dict[str, list[Any]] = {f.name: [] for f in schema.BASE_SCHEMA}
         for r in self.rows:
+            r[schema.PART_ROWS] = len(self.rows)
             for name in cols:
                 cols[name].append(r.get(name))
         self.rows = []
@@ -410,19 +413,22 @@ def read_parquet(stream: io.BufferedIOBase, rows: _Rows, spec: InputSpec, skippe
 READERS = {"warc": read_warc, "jsonl": read_jsonl, "parquet": read_parquet}
 
 
-def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: frozenset[int] = frozenset(),
-              docs_per_part: int = 1) -> Iterator[pa.Table]:
+def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tuple[int, int], ...] = ()
+              ) -> Iterator[pa.Table]:
     """Stream one input file as blocks; report skipped records to the stats actor when done.
 
-    ``skip``: first ordinals of the parts (record ranges of ``docs_per_part``) a resumed run already has: the
-    file is still parsed, to reach the records after them and to count its records, but their rows are not
-    yielded."""
+    ``skip``: sorted, disjoint ordinal intervals ``(first, last)`` a resumed run already has (finished parts,
+    checkpointed input): the file is still parsed, to reach the records after them and to count its records,
+    but their rows are not yielded."""
 
     def unseen(block: pa.Table) -> pa.Table:
         if not skip:
             return block
-        first = (block.column(schema.ORD).to_numpy() // docs_per_part) * docs_per_part
-        return block.filter(pa.array(~np.isin(first, np.fromiter(skip, np.int64))))
+        ords = block.column(schema.ORD).to_numpy()
+        lo, hi = np.array([a for a, _ in skip], np.int64), np.array([b for _, b in skip], np.int64)
+        at = np.searchsorted(lo, ords, side="right") - 1  # the last interval starting at or before each ord
+        covered = (at >= 0) & (ords <= hi[np.maximum(at, 0)])
+        return block.filter(pa.array(~covered)) if covered.any() else block
 
     fmt = detect_format(url, spec.format)
     rows = _Rows(url, spec.docs_per_block, spec.source)
@@ -458,9 +464,9 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: frozense
 
 
 def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str, str]] | None = None,
-                 skip: dict[str, frozenset[int]] | None = None, docs_per_part: int = 1):
+                 skip: dict[str, tuple[tuple[int, int], ...]] | None = None):
     """A Ray Dataset over the inputs: one read task per file (see module docstring for why). ``skip``: per file
-    URL, the first ordinals of the parts (ranges of ``docs_per_part`` records) not to yield (a resume's)."""
+    URL, the ordinal intervals not to yield (what a resumed run already has)."""
     import ray.data
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
@@ -477,9 +483,8 @@ def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str
             for url, _key in files:
                 size = _size(url)
                 meta = BlockMetadata(num_rows=None, size_bytes=size, input_files=[url], exec_stats=None)
-                done = (skip or {}).get(url, frozenset())
-                tasks.append(ReadTask(lambda url=url, done=done: read_file(url, spec, stats_actor, done,
-                                                                               docs_per_part), meta,
+                done = (skip or {}).get(url, ())
+                tasks.append(ReadTask(lambda url=url, done=done: read_file(url, spec, stats_actor, done), meta,
                                       per_task_row_limit=per_task_row_limit))
             return tasks
 

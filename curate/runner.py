@@ -213,19 +213,21 @@ def actor_pool(res: Resources):
 
 
 class _SaveInput:
-    """Per block, before a whole-dataset step: write each of its parts' rows to
-    ``OUT/_work/<step>/input/<part>.parquet`` (the step's input checkpoint) and pass the block on."""
+    """Per block, before a whole-dataset step: write the rows of each part it holds to
+    ``OUT/_work/<step>/input/<part>/<first ord>-<last ord>.parquet`` (the step's input checkpoint; one file per
+    part, or per piece of a part Ray cut) and pass the block on."""
 
-    def __init__(self, url: str, keys: dict[str, str], label: str, docs_per_part: int):
-        self.url, self.keys, self.label, self.docs_per_part = url, keys, label, docs_per_part
+    def __init__(self, url: str, keys: dict[str, str], label: str, per_part: int):
+        self.url, self.keys, self.label, self.per_part = url, keys, label, per_part
 
     def __call__(self, table: pa.Table) -> pa.Table:
         from curate import failpoints
         from curate.checkpoint import files_under, write_table
         from curate.writer import part_groups
 
-        for part, idx in part_groups(table, self.keys, self.docs_per_part).items():
-            write_table(f"{self.url}/{part}.parquet", table.take(idx))
+        for part, idx in part_groups(table, self.keys, self.per_part).items():
+            ords = table.column(schema.ORD).to_numpy()[idx]
+            write_table(f"{self.url}/{part}/{int(ords.min()):09d}-{int(ords.max()):09d}.parquet", table.take(idx))
         if failpoints.armed():
             failpoints.hit(f"{self.label}:input_part", len(files_under(self.url, ".parquet")))
         return table
@@ -235,13 +237,13 @@ class _DropDone:
     """After the last whole-dataset step of a resumed run: rows of parts the writer already finished go no
     further (their counts come from the part markers)."""
 
-    def __init__(self, done: frozenset[str], keys: dict[str, str], docs_per_part: int):
-        self.done, self.keys, self.docs_per_part = done, keys, docs_per_part
+    def __init__(self, done: frozenset[str], keys: dict[str, str], per_part: int):
+        self.done, self.keys, self.per_part = done, keys, per_part
 
     def __call__(self, table: pa.Table) -> pa.Table:
         from curate.writer import part_groups
 
-        gone = [idx for part, idx in part_groups(table, self.keys, self.docs_per_part).items() if part in self.done]
+        gone = [idx for part, idx in part_groups(table, self.keys, self.per_part).items() if part in self.done]
         if not gone:
             return table
         keep = np.ones(table.num_rows, dtype=bool)
@@ -249,18 +251,28 @@ class _DropDone:
         return table.filter(pa.array(keep))
 
 
-def _skip_ords(parts: set[str] | frozenset[str], files: list[tuple[str, str]]) -> dict[str, frozenset[int]]:
-    """Part names -> per input URL, the first ordinals of the parts its reader need not yield."""
-    by_key: dict[str, set[int]] = {}
-    for name in parts:
-        key, _, first = name.rpartition("-")
-        by_key.setdefault(key, set()).add(int(first))
-    return {url: frozenset(by_key[key]) for url, key in files if key in by_key}
+def _intervals(spans: list[tuple[str, int, int]], files: list[tuple[str, str]]
+               ) -> dict[str, tuple[tuple[int, int], ...]]:
+    """(part, first ord, last ord) of what a resume already has -> per input URL, sorted ordinal intervals."""
+    by_key: dict[str, list[tuple[int, int]]] = {}
+    for part, lo, hi in spans:
+        by_key.setdefault(part.rpartition("-")[0], []).append((lo, hi))
+    return {url: tuple(sorted(by_key[key])) for url, key in files if key in by_key}
 
 
-def _checkpointed_input(ds, ck: Any, keys: dict[str, str], have: list[str], docs_per_part: int):
+def _pieces(rel_paths: list[str]) -> list[tuple[str, int, int]]:
+    """Input checkpoint files ``<part>/<first>-<last>.parquet`` -> (part, first, last)."""
+    out = []
+    for rel in rel_paths:
+        part, _, name = rel.rpartition("/")
+        lo, hi = name[:-len(".parquet")].split("-")
+        out.append((part, int(lo), int(hi)))
+    return out
+
+
+def _checkpointed_input(ds, ck: Any, keys: dict[str, str], have: list[str], per_part: int):
     """A whole-dataset step's input, materialised; with checkpoints on, each block is also written as it streams
-    by, and the blocks a killed attempt already wrote (``have``, which the readers skipped) are read back."""
+    by, and the pieces a killed attempt already wrote (``have``, which the readers skipped) are read back."""
     from curate.checkpoint import read_blocks
 
     if not ck.enabled:
@@ -268,10 +280,10 @@ def _checkpointed_input(ds, ck: Any, keys: dict[str, str], have: list[str], docs
     if not have:
         ck.clear("input")  # a step after the first whole-dataset one: its input is remade whole
     url = ck.stage_dir("input")
-    ds = ds.map_batches(_SaveInput(url, keys, ck.step, docs_per_part), batch_format="pyarrow", batch_size=None,
+    ds = ds.map_batches(_SaveInput(url, keys, ck.step, per_part), batch_format="pyarrow", batch_size=None,
                         zero_copy_batch=True)
     if have:
-        ds = ds.union(read_blocks([f"{url}/{p}.parquet" for p in have]))
+        ds = ds.union(read_blocks([f"{url}/{p}" for p in have]))
     return ds.materialize()
 
 
@@ -286,14 +298,13 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
     from curate.checkpoint import Checkpoints, done_parts, files_under, read_blocks
     from curate.readers import read_dataset
     from curate.stats import StageTimer
-    from curate.writer import DolmaWriter
 
     import ray
 
-    keys, per_part = dict(files), cfg.output.docs_per_part
+    keys, per_part = dict(files), cfg.input.docs_per_block
     enabled = cfg.output.checkpoints
     dataset_steps = [i for i, s in enumerate(cfg.steps) if issubclass(s.op, DatasetOperator)]
-    parts_done = frozenset(done_parts(out_dir)) if resume else frozenset()
+    parts_done = done_parts(out_dir) if resume else {}
     ds, start, jumped = None, 0, False
     if resume and enabled:  # jump to the last whole-dataset step whose input is complete
         for i in reversed(dataset_steps):
@@ -302,26 +313,25 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
             if marker is not None:
                 ck.reused("input")
                 ray.get(stats_actor.restore.remote(marker["value"]["carried"]))
-                ds = read_blocks([f"{ck.stage_dir('input')}/{p}.parquet" for p in marker["value"]["parts"]])
+                ds = read_blocks([f"{ck.stage_dir('input')}/{p}" for p in marker["value"]["pieces"]])
                 start, jumped = i, True
                 break
-    have: list[str] = []  # blocks of the first whole-dataset step's input a killed attempt already wrote
+    have: list[str] = []  # pieces of the first whole-dataset step's input a killed attempt already wrote
     if ds is None:
-        skip: set[str] | frozenset[str] = frozenset()
+        skip: list[tuple[str, int, int]] = []
         if not dataset_steps and limit is None:
-            skip = parts_done
+            skip = [(p, m["first_ord"], m["last_ord"]) for p, m in parts_done.items()]
         elif resume and enabled and limit is None:
-            have = [p[:-len(".parquet")] for p in
-                    files_under(Checkpoints(out_dir, cfg.steps[dataset_steps[0]].label).stage_dir("input"),
-                                ".parquet")]
-            skip = set(have)
+            first = cfg.steps[dataset_steps[0]].label
+            have = files_under(Checkpoints(out_dir, first).stage_dir("input"), ".parquet")
+            skip = _pieces(have)
             if have:
-                ray.get(stats_actor.add_reused.remote(f"{cfg.steps[dataset_steps[0]].label}:input_parts:{len(have)}"))
-        ds = read_dataset(cfg.input, stats_actor, files, skip=_skip_ords(skip, files), docs_per_part=per_part)
+                ray.get(stats_actor.add_reused.remote(f"{first}:input_parts:{len(have)}"))
+        ds = read_dataset(cfg.input, stats_actor, files, skip=_intervals(skip, files))
         if limit is not None:
             ds = ds.limit(limit)  # the first N records, so a resume may not skip any before limiting
             if not dataset_steps and parts_done:
-                ds = ds.map_batches(_DropDone(parts_done, keys, per_part), batch_format="pyarrow",
+                ds = ds.map_batches(_DropDone(frozenset(parts_done), keys, per_part), batch_format="pyarrow",
                                     batch_size=None, zero_copy_batch=True)
     for i, step in enumerate(cfg.steps):
         if i < start:
@@ -333,8 +343,7 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
                 ds = _checkpointed_input(ds, ck, keys, have if i == dataset_steps[0] else [], per_part)
             timer.done("materialize_input", ds.count())
             if enabled and not (jumped and i == start):
-                ck.mark("input", {"parts": [p[:-len(".parquet")] for p in files_under(ck.stage_dir("input"),
-                                                                                      ".parquet")],
+                ck.mark("input", {"pieces": files_under(ck.stage_dir("input"), ".parquet"),
                                   "carried": ray.get(stats_actor.carried.remote())})
             op = step.op(step.params, step.label)
             ctx = RunContext(out_dir=out_dir, stats_actor=stats_actor, step_name=step.label,
@@ -345,7 +354,7 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
                 ds = ds.map_batches(tombstone_new, fn_args=(step.label,), batch_format="pyarrow", batch_size=None,
                                     zero_copy_batch=True)
             if i == dataset_steps[-1] and parts_done:
-                ds = ds.map_batches(_DropDone(parts_done, keys, per_part), batch_format="pyarrow", batch_size=None,
+                ds = ds.map_batches(_DropDone(frozenset(parts_done), keys, per_part), batch_format="pyarrow", batch_size=None,
                                     zero_copy_batch=True)
             continue
         res = step.resources
@@ -361,11 +370,17 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
             if res.concurrency:
                 kwargs["concurrency"] = res.concurrency
             ds = ds.map_batches(_task_fn(step, stats_actor), **kwargs)
-    writer = DolmaWriter(out_dir, cfg.input.source, cfg.output.compression, cfg.output.added, dict(files),
-                         cfg.output.write_doc_stats,
-                         write_documents=not any(s.op.writes_documents for s in cfg.steps), docs_per_part=per_part)
-    return ds.map_batches(_write_fn(writer, stats_actor), batch_size=None, batch_format="pyarrow",
-                          zero_copy_batch=True, num_cpus=1)
+    return ds.map_batches(_write_fn(make_writer(cfg, out_dir, files), stats_actor), batch_size=None,
+                          batch_format="pyarrow", zero_copy_batch=True, num_cpus=1)
+
+
+def make_writer(cfg: PipelineConfig, out_dir: str, files: list[tuple[str, str]]):
+    from curate.writer import DolmaWriter
+
+    return DolmaWriter(out_dir, cfg.input.source, cfg.output.compression, cfg.output.added, dict(files),
+                       cfg.output.write_doc_stats,
+                       write_documents=not any(s.op.writes_documents for s in cfg.steps),
+                       docs_per_part=cfg.input.docs_per_block)
 
 
 def code_packages(cfg: PipelineConfig) -> list[str]:
@@ -470,6 +485,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
                      cluster)
     if resume:
         stats.add_done_parts(list(checkpoint.done_parts(out).values()))
+        _clear(f"{out}/_work/_fragments")  # pieces of parts without a marker: those parts are redone whole
     stats.flush("running", force=True)
     # stats.json keeps moving even while a whole-dataset step blocks the driver in build_plan (materialising)
     stop = threading.Event()
@@ -488,6 +504,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
         ds = build_plan(cfg, out, actor, files, limit, resume)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             stats.add_parts(batch.to_pylist())
+        stats.add_parts(make_writer(cfg, out, files).finish_fragments(partial=limit is not None))
         status = "done"
     except Exception as e:  # noqa: BLE001
         raise _output_error(e) or e
@@ -550,6 +567,14 @@ class OutputError(OSError):
 
 def _resumable(code: int, text: str | None, path: str | None) -> OSError:
     return OutputError(code, text or os.strerror(code), path)
+
+
+def _clear(url: str) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _remove_scratch(out: str) -> None:

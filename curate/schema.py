@@ -44,11 +44,14 @@ REASON = "_reason"  # machine-readable reason, e.g. "too_short", "extract_timeou
 DETAIL = "_detail"  # short human-readable detail for errors (exception message, truncated)
 STEP = "_step"  # the step that decided the fate
 BORN = "_born"  # the step that created the row (null: read from the input), e.g. synthetic rephrasings
+# Records in the row's part (its reader block: input.docs_per_block, fewer at the end of a file): the writer
+# knows a part is whole when it holds that many distinct ordinals, however Ray cut or merged the blocks.
+PART_ROWS = "_part_rows"
 
 DROP = "drop"
 ERROR = "error"
 
-BOOKKEEPING = (FILE, ORD, RAW, FATE, REASON, DETAIL, STEP, BORN)
+BOOKKEEPING = (FILE, ORD, RAW, FATE, REASON, DETAIL, STEP, BORN, PART_ROWS)
 
 BASE_SCHEMA = pa.schema(
     [
@@ -65,6 +68,7 @@ BASE_SCHEMA = pa.schema(
         pa.field(DETAIL, pa.string()),
         pa.field(STEP, pa.string()),
         pa.field(BORN, pa.string()),
+        pa.field(PART_ROWS, pa.int64()),
     ]
 )
 

@@ -133,6 +133,7 @@ class RunStats:
         self._last_flush = 0.0
         self.resumed = False  # set by the runner on --resume
         self.parts_reused = 0
+        self._seen: set[str] = set()
         self._lock = threading.Lock()  # the driver's loop adds parts while the heartbeat thread flushes
 
     def add_done_parts(self, markers: list[dict[str, Any]]) -> None:
@@ -144,6 +145,9 @@ class RunStats:
     def add_parts(self, summaries: list[dict[str, Any]]) -> None:
         with self._lock:
             for s in summaries:
+                if s["part"] in self._seen:  # two writers that completed the same cut part both report it
+                    continue
+                self._seen.add(s["part"])
                 self.parts += 1
                 self.kept_chars += int(s["kept_chars"])
                 self.counts.update(json.loads(s["counts"]))

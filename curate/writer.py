@@ -8,13 +8,18 @@ Layout under OUT (``<part>`` = ``<input file key>-<first ordinal of its range, 6
     _parts/<part>.json                             completion marker, written last, after the files are durable
 
 Why parts are ranges of record ordinals: part ``k`` of an input file holds the documents read from its records
-``[k*n, (k+1)*n)`` (``n`` = output.docs_per_part), whatever blocks Ray cut or merged on the way (Ray shapes
-blocks by their size in memory, which changes with the steps, the Ray version and ray.target_max_block_bytes).
-So a part's name and bytes are a function of the input alone: reruns rewrite the same names with the same
-bytes (zstd/gzip with no timestamps, keys in fixed order), a retried task overwrites its own parts instead of
-adding a second copy, and a resumed run can tell from the name which records a finished part holds. Every file
-is written under a temporary name and renamed; the marker is the last write, so a part without a marker is
-incomplete.
+``[k*n, (k+1)*n)`` (``n`` = input.docs_per_block: a part is one reader block), in ordinal order, whatever blocks
+Ray merged or cut on the way (Ray shapes blocks by their size in memory, which changes with the steps, the Ray
+version, ray.target_max_block_bytes and the cluster's size). So a part's name and bytes are a function of the
+input alone: reruns rewrite the same names with the same bytes (zstd/gzip with no timestamps, keys in fixed
+order), a retried task overwrites its own parts instead of adding a second copy, and a resumed run can tell
+from the name which records a finished part holds. Every file is written under a temporary name and renamed;
+the marker is the last write, so a part without a marker is incomplete.
+
+Ray merges whole reader blocks, so a block usually holds whole parts, written at once. A part Ray cut (a block
+over 1.5x ray.target_max_block_bytes, or split for parallelism) arrives in pieces: each piece is kept under
+``_work/_fragments/<part>/`` and whichever writer completes the part (it counts the distinct ordinals against
+the part's record count every row carries) writes it.
 """
 
 from __future__ import annotations
@@ -126,6 +131,25 @@ def part_name(key: str, first_ord: int) -> str:
     return f"{key}-{first_ord:06d}"
 
 
+def in_part_order(t: pa.Table) -> pa.Table:
+    """Rows by ordinal; rows a step created right after their parent, in the order they were made (a stable sort:
+    the order within a part must not depend on how Ray cut the blocks)."""
+    ords = t.column(schema.ORD).to_numpy()
+    order = np.argsort(ords, kind="stable")
+    return t if (order == np.arange(len(order))).all() else t.take(order)
+
+
+def _distinct_ords(t: pa.Table) -> int:
+    return len(np.unique(t.column(schema.ORD).to_numpy()))
+
+
+def _part_rows(t: pa.Table) -> int:
+    """Records in the part, as the reader stamped them (rows a step created carry none)."""
+    if schema.PART_ROWS not in t.column_names:
+        return 0
+    return int(pc.max(t.column(schema.PART_ROWS)).as_py() or 0)
+
+
 class DolmaWriter:
     """Writes one part per (input file, block); returns one summary row per part for the driver's stats."""
 
@@ -146,11 +170,48 @@ class DolmaWriter:
     def __call__(self, table: pa.Table) -> pa.Table:
         if table.num_rows == 0:
             return SUMMARY_SCHEMA.empty_table()
-        groups = part_groups(table, self.keys, self.docs_per_part)
-        summaries = [self._write_part(table.take(idx), part) for part, idx in sorted(groups.items())]
+        summaries = []
+        for part, idx in sorted(part_groups(table, self.keys, self.docs_per_part).items()):
+            t = in_part_order(table.take(idx))
+            if _distinct_ords(t) < _part_rows(t):  # a piece of a part Ray cut: whole once every piece is here
+                t = self._add_fragment(t, part)
+            if t is not None:
+                summaries.append(self._write_part(t, part))
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
-    # ------------------------------------------------------------------------------------------------
+    def _add_fragment(self, t: pa.Table, part: str) -> pa.Table | None:
+        """Keep a piece of a part; if the pieces now on disk make the whole part, return it (in part order)."""
+        from curate.checkpoint import files_under, read_table, write_table
+
+        ords = t.column(schema.ORD).to_numpy()
+        folder = f"{self.out_dir}/_work/_fragments/{part}"
+        write_table(f"{folder}/{int(ords.min()):09d}-{int(ords.max()):09d}.parquet", t)
+        pieces = [read_table(f"{folder}/{name}") for name in files_under(folder, ".parquet")]
+        whole = pa.concat_tables(pieces, promote_options="default")
+        return in_part_order(whole) if _distinct_ords(whole) >= _part_rows(whole) else None
+
+    def finish_fragments(self, partial: bool) -> list[dict[str, Any]]:
+        """At the end of a run (driver): write parts whose pieces are all on disk but that no writer completed,
+        which happens only to the parts `--limit` cut (``partial``); anything else left is a bug, not a part to
+        drop silently."""
+        from curate.checkpoint import files_under, read_table
+
+        root = f"{self.out_dir}/_work/_fragments"
+        by_part: dict[str, list[str]] = {}
+        for rel in files_under(root, ".parquet"):
+            by_part.setdefault(posixpath.dirname(rel), []).append(rel)
+        fs, parts_dir = fsspec.core.url_to_fs(f"{self.out_dir}/_parts")
+        out = []
+        for part, names in sorted(by_part.items()):
+            if fs.exists(f"{parts_dir}/{part}.json"):
+                continue
+            t = in_part_order(pa.concat_tables([read_table(f"{root}/{n}") for n in names],
+                                               promote_options="default"))
+            if not partial and _distinct_ords(t) < _part_rows(t):
+                raise RuntimeError(f"part {part}: {_distinct_ords(t)} of {_part_rows(t)} records reached the writer")
+            out.append(self._write_part(t, part))
+        return out
+
     def _write_part(self, t: pa.Table, part: str) -> dict[str, Any]:
         ords = t.column(schema.ORD).to_numpy()
         file = t.column(schema.FILE)[0].as_py()
