@@ -179,8 +179,7 @@ def checkpoints_cost(tmp: Path, full: dict) -> None:
         walls[mode].append(stats["elapsed_s"])
         print(f"checkpoints {mode:<3}: {res['wall_s']:6.1f} s command, {stats['elapsed_s']:6.1f} s after Ray start")
     on, off = min(walls["on"]), min(walls["off"])
-    print(f"
-checkpoints on/off (best of 2, after Ray start): {on:.1f} s / {off:.1f} s = {on / off:.3f}x "
+    print(f"\ncheckpoints on/off (best of 2, after Ray start): {on:.1f} s / {off:.1f} s = {on / off:.3f}x "
           f"(target <= 1.05x)")
     cfg = tmp / "ck-on.yaml"
     out = tmp / "ck-killed"
