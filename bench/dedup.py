@@ -174,20 +174,6 @@ def main():
     print(json.dumps(times))
 
 
-def checkpoints_cost(corpus: Path, n_docs: int) -> None:
-    """What resume's checkpoints (the step's input, signatures, decisions) cost the same call, on and off."""
-    tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-ck-"))
-    walls: dict[bool, list[float]] = {True: [], False: []}
-    for i, on in enumerate([True, False, False, True]):
-        r = run_curate(corpus, n_docs, tmp, checkpoints=on, tag=f"-{i}")
-        walls[on].append(r["elapsed_s"])
-        print(f"checkpoints {'on ' if on else 'off'}: {r['wall_s']:6.1f} s command, {r['elapsed_s']:6.1f} s after Ray "
-              f"start, minhash_dedup {r['dedup_s']:.1f} s ({', '.join(f'{k}={v:.1f}' for k, v in r['stages'].items())})")
-    on, off = min(walls[True]), min(walls[False])
-    print(f"\ncheckpoints on/off (best of 2, after Ray start): {on:.1f} s / {off:.1f} s = {on / off:.3f}x "
-          f"(target <= 1.05x)")
-
-
 if __name__ == "__main__":  # datatrove's forkserver re-imports __main__
     main()
 '''
