@@ -238,8 +238,6 @@ class Checkpoints:
     def dataset(self, stage: str, compute: Callable[[], Any]):
         """A materialised Dataset stage: written one Parquet file per block while it is computed; a resume reads
         the blocks back instead of computing them."""
-        import ray.data  # noqa: F401
-
         stage_url = self.stage_dir(stage)
         found = self.load(stage)
         if found is not None:
