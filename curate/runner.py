@@ -287,16 +287,54 @@ def _checkpointed_input(ds, ck: Any, keys: dict[str, str], have: list[str], per_
     return ds.materialize()
 
 
+def _source(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tuple[str, str]], limit: int | None,
+            resume: bool, dataset_steps: list[int], saved_input: set[int], parts_done: dict[str, Any]):
+    """Where the plan starts: (dataset, index of the first step to run, whether it starts from a complete input
+    checkpoint, the input-checkpoint pieces of the first whole-dataset step a killed attempt left). A fresh run
+    starts at the readers; a resume at the last complete input checkpoint, else at the readers told which ordinal
+    intervals it already has."""
+    import ray
+
+    from curate.checkpoint import Checkpoints, files_under, read_blocks
+    from curate.readers import read_dataset
+
+    keys, per_part = dict(files), cfg.input.docs_per_block
+    if resume and cfg.output.checkpoints:  # jump to the last whole-dataset step whose input is complete
+        for i in reversed(dataset_steps):
+            ck = Checkpoints(out_dir, cfg.steps[i].label, stats_actor)
+            marker = ck.load("input")
+            if marker is not None:
+                ck.reused("input")
+                ray.get(stats_actor.restore.remote(marker["value"]["carried"]))
+                return read_blocks([f"{ck.stage_dir('input')}/{p}" for p in marker["value"]["pieces"]]), i, True, []
+    have: list[str] = []
+    skip: list[tuple[str, int, int]] = []
+    if not dataset_steps and limit is None:
+        skip = [(p, m["first_ord"], m["last_ord"]) for p, m in parts_done.items()]
+    elif resume and dataset_steps[0] in saved_input and limit is None:
+        first = cfg.steps[dataset_steps[0]].label
+        have = files_under(Checkpoints(out_dir, first).stage_dir("input"), ".parquet")
+        skip = _pieces(have)
+        if have:
+            ray.get(stats_actor.add_reused.remote(f"{first}:input_parts:{len(have)}"))
+    ds = read_dataset(cfg.input, stats_actor, files, skip=_intervals(skip, files))
+    if limit is not None:
+        ds = ds.limit(limit)  # the first N records, so a resume may not skip any before limiting
+        if not dataset_steps and parts_done:
+            ds = ds.map_batches(_DropDone(frozenset(parts_done), keys, per_part), batch_format="pyarrow",
+                                batch_size=None, zero_copy_batch=True)
+    return ds, 0, False, have
+
+
 def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tuple[str, str]],
                limit: int | None = None, resume: bool = False):
     """The lazy Ray Dataset: read -> steps -> write (one summary row per written part).
 
-    With checkpoints on, the input of every whole-dataset step is written per block as it streams by, and marked
-    complete once materialised. A resume starts from the last complete input checkpoint (nothing before it
-    runs), or else reads only the blocks the first one lacks; after the last whole-dataset step it drops the
-    parts the writer already finished. Without whole-dataset steps the readers skip finished parts."""
-    from curate.checkpoint import Checkpoints, done_parts, files_under, read_blocks
-    from curate.readers import read_dataset
+    With checkpoints on, the input of a whole-dataset step that batch steps made is written per block as it
+    streams by, and marked complete once materialised. A resume starts where `_source` says; after the last
+    whole-dataset step it drops the parts the writer already finished (without whole-dataset steps the readers
+    skip them)."""
+    from curate.checkpoint import Checkpoints, done_parts, files_under
     from curate.stats import StageTimer
 
     import ray
@@ -310,34 +348,8 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
     saved_input = {i for n, i in enumerate(dataset_steps) if enabled and any(
         not issubclass(s.op, DatasetOperator) for s in cfg.steps[(dataset_steps[n - 1] + 1 if n else 0):i])}
     parts_done = done_parts(out_dir) if resume else {}
-    ds, start, jumped = None, 0, False
-    if resume and enabled:  # jump to the last whole-dataset step whose input is complete
-        for i in reversed(dataset_steps):
-            ck = Checkpoints(out_dir, cfg.steps[i].label, stats_actor)
-            marker = ck.load("input")
-            if marker is not None:
-                ck.reused("input")
-                ray.get(stats_actor.restore.remote(marker["value"]["carried"]))
-                ds = read_blocks([f"{ck.stage_dir('input')}/{p}" for p in marker["value"]["pieces"]])
-                start, jumped = i, True
-                break
-    have: list[str] = []  # pieces of the first whole-dataset step's input a killed attempt already wrote
-    if ds is None:
-        skip: list[tuple[str, int, int]] = []
-        if not dataset_steps and limit is None:
-            skip = [(p, m["first_ord"], m["last_ord"]) for p, m in parts_done.items()]
-        elif resume and dataset_steps[0] in saved_input and limit is None:
-            first = cfg.steps[dataset_steps[0]].label
-            have = files_under(Checkpoints(out_dir, first).stage_dir("input"), ".parquet")
-            skip = _pieces(have)
-            if have:
-                ray.get(stats_actor.add_reused.remote(f"{first}:input_parts:{len(have)}"))
-        ds = read_dataset(cfg.input, stats_actor, files, skip=_intervals(skip, files))
-        if limit is not None:
-            ds = ds.limit(limit)  # the first N records, so a resume may not skip any before limiting
-            if not dataset_steps and parts_done:
-                ds = ds.map_batches(_DropDone(frozenset(parts_done), keys, per_part), batch_format="pyarrow",
-                                    batch_size=None, zero_copy_batch=True)
+    ds, start, jumped, have = _source(cfg, out_dir, stats_actor, files, limit, resume, dataset_steps, saved_input,
+                                      parts_done)
     for i, step in enumerate(cfg.steps):
         if i < start:
             continue
@@ -360,8 +372,8 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
                 ds = ds.map_batches(tombstone_new, fn_args=(step.label,), batch_format="pyarrow", batch_size=None,
                                     zero_copy_batch=True)
             if i == dataset_steps[-1] and parts_done:
-                ds = ds.map_batches(_DropDone(frozenset(parts_done), keys, per_part), batch_format="pyarrow", batch_size=None,
-                                    zero_copy_batch=True)
+                ds = ds.map_batches(_DropDone(frozenset(parts_done), keys, per_part), batch_format="pyarrow",
+                                    batch_size=None, zero_copy_batch=True)
             continue
         res = step.resources
         compute = res.compute or step.op.default_compute
