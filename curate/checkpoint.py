@@ -144,6 +144,13 @@ def files_under(url: str, suffix: str) -> list[str]:
     return sorted(r for r in found if r.endswith(suffix) and not posixpath.basename(r).startswith("."))
 
 
+def remove(url: str) -> None:
+    """Delete a folder (or file) and everything under it, if it exists."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def write_table(url: str, table: pa.Table) -> None:
     """One block as a Parquet file under its final name, atomically (the schema travels with it). lz4: these
     files are written on every uninterrupted run and read only by a resume, so writing must be cheap (zstd made
@@ -219,10 +226,8 @@ class Checkpoints:
             ray.get(self.stats_actor.add_reused.remote(f"{self.step}:{stage}"))
 
     def clear(self, stage: str) -> None:
-        """Empty a stage's folder before (re)doing it: a killed attempt may have left files with random names."""
-        fs, path = fsspec.core.url_to_fs(self.stage_dir(stage))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        """Empty a stage's folder before (re)doing it: a killed attempt may have left files in it."""
+        remove(self.stage_dir(stage))
 
     def value(self, stage: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` (JSON-able result, any files under stage_dir) once: a resume returns the stored result."""

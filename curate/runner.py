@@ -503,7 +503,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
                      cluster)
     if resume:
         stats.add_done_parts(list(checkpoint.done_parts(out).values()))
-        _clear(f"{out}/_work/_fragments")  # pieces of parts without a marker: those parts are redone whole
+        checkpoint.remove(f"{out}/_work/_fragments")  # pieces of parts without a marker: redone whole
     stats.flush("running", force=True)
     # stats.json keeps moving even while a whole-dataset step blocks the driver in build_plan (materialising)
     stop = threading.Event()
@@ -587,18 +587,8 @@ def _resumable(code: int, text: str | None, path: str | None) -> OSError:
     return OutputError(code, text or os.strerror(code), path)
 
 
-def _clear(url: str) -> None:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-
-
 def _remove_scratch(out: str) -> None:
-    """Whole-dataset steps keep decisions under OUT/_work while the run streams; they are spent once it is done."""
-    import fsspec
+    """Whole-dataset steps keep checkpoints and decisions under OUT/_work while the run goes; spent once it is done."""
+    from curate.checkpoint import remove
 
-    fs, path = fsspec.core.url_to_fs(f"{out}/_work")
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    remove(f"{out}/_work")
