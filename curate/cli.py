@@ -44,6 +44,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if stats["totals"]["balanced"] else 3
 
 
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    from curate import preflight
+    from curate.config import load_config
+    from curate.runner import configure_storage, init_ray
+
+    cfg = load_config(args.config)
+    out = (args.output or cfg.output.path).rstrip("/")
+    configure_storage(cfg, out)
+    init_ray(cfg, args.address)
+    try:
+        done = preflight.run(cfg, out, args.timeout)
+    except preflight.PreflightError as e:
+        print(f"error: preflight: {e}", file=sys.stderr, flush=True)
+        return 2
+    print(f"preflight: ok — {done['input_files']} input files readable, {out} writable, "
+          f"{len(done['steps'])} steps load on the cluster", flush=True)
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from curate.stats import format_table
     from curate.writer import read_jsonl
@@ -103,12 +122,15 @@ def _add_stage_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from curate import cluster
+
     parser = argparse.ArgumentParser(prog="curate", description="Data curation for LLM pretraining on Ray.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="run a pipeline")
     p.add_argument("config")
     p.add_argument("-o", "--output", help="output root (overrides output.path)")
-    p.add_argument("--address", help="Ray cluster address (ray://head:10001); default: a local Ray")
+    p.add_argument("--address", help="Ray cluster (GCS) address HOST:6379, or auto, run on a cluster node; "
+                                      "default: a local Ray. From a laptop use `curate submit`")
     p.add_argument("--limit", type=int, help="process only the first N documents (in file order)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--resume", action="store_true",
@@ -116,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
                         "checkpointed stages are not redone")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("preflight", help="check inputs, output and every step's models on the cluster")
+    p.add_argument("config")
+    p.add_argument("-o", "--output")
+    p.add_argument("--address", help="Ray cluster address (auto inside a job); default: a local Ray")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for nodes with a step's resources")
+    p.set_defaults(fn=_cmd_preflight)
+    cluster.add_commands(sub)
     p = sub.add_parser("validate", help="check a pipeline config without running it")
     p.add_argument("config")
     p.set_defaults(fn=_cmd_validate)
@@ -133,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.fn(args)
+    except cluster.ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     except PluginError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

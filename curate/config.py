@@ -30,6 +30,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def no_secrets(options: dict[str, Any]) -> dict[str, Any]:
+    """Refuse credentials in storage_options: the config is recorded (stats.json, OUT/_run.json) and shipped."""
+    from curate.storage import secret_keys
+
+    found = secret_keys(options)
+    if found:
+        raise ValueError(f"storage_options may not hold credentials ({', '.join(found)}): set them in the standard "
+                         "env vars (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS) or a "
+                         "profile on the machines that run the job")
+    return options
+
+
 class InputSpec(_Strict):
     paths: list[str] = Field(description="Files, directories or globs; local paths or fsspec URLs (s3://, gs://).")
     format: Literal["auto", "warc", "jsonl", "parquet"] = Field(
@@ -39,15 +51,26 @@ class InputSpec(_Strict):
     max_record_bytes: int = Field(
         10_000_000, gt=0, description="Payloads larger than this are dropped as `too_large` without being read."
     )
+    storage_options: dict[str, Any] = Field(
+        {}, description="fsspec options of the input store (s3: endpoint_url, client_kwargs.region_name, anon, "
+        "profile, requester_pays; gs: project, token: 'anon'). No secrets: credentials come from the standard env "
+        "vars, profiles or the node's identity (see README, Run on a cluster).")
     docs_per_block: int = Field(
         1000, gt=0, description="Records per block the reader yields, and per output part: part k of an input file "
         "holds what its records [k*n, (k+1)*n) became (documents, attributes, stats), however Ray merged or cut the "
         "blocks on the way; the unit a resume skips."
     )
 
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return no_secrets(v)
+
 
 class OutputSpec(_Strict):
     path: str = Field("out", description="Output root (local or fsspec URL); `curate run -o` overrides it.")
+    storage_options: dict[str, Any] = Field(
+        {}, description="fsspec options of the output store, as input.storage_options (no secrets).")
     compression: Literal["gzip", "zstd"] = Field(
         "gzip", description="Compression of document/attribute files. gzip (.jsonl.gz) is what every dolma command, "
         "datasets, duckdb and polars read with no extra package; zstd is smaller and faster to write, but dolma's "
@@ -59,6 +82,11 @@ class OutputSpec(_Strict):
     checkpoints: bool = Field(
         True, description="Checkpoint whole-dataset steps (their input and internal stages under OUT/_work) so "
         "`--resume` after a kill does not redo them. Part markers are always written.")
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return no_secrets(v)
 
     @field_validator("added")
     @classmethod

@@ -108,6 +108,10 @@ class Operator(ABC):
         on parameters (langid writes one column per configured language)."""
         return dict(cls.outputs)
 
+    def preflight(self) -> None:
+        """Load what this step needs (models, tokenizers) where it will run, before a submitted job does any work
+        (`curate.preflight`): raise with a clear message if it cannot. Default: nothing to load."""
+
     @classmethod
     def check(cls, params: Params, available: dict[str, pa.DataType]) -> None:
         """Validate against the columns earlier steps make (raise ValueError). Default: the attribute_params."""
@@ -127,6 +131,11 @@ class BatchOperator(Operator):
 
     def teardown(self) -> None:
         """Release child processes or handles; called when the worker is torn down (best effort)."""
+
+    def preflight(self) -> None:
+        """A batch step loads what it needs in ``setup()``: load it once, then release it."""
+        self.setup()
+        self.teardown()
 
 
 class DatasetOperator(Operator):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import json
 import posixpath
 import re
@@ -24,12 +25,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import zstandard
 
-from curate import schema
+from curate import schema, storage
 from curate.config import InputSpec
 
 WARC_EXT = re.compile(r"\.(warc|arc|wet|wat)(\.gz)?$", re.I)
@@ -49,7 +49,7 @@ def expand_paths(patterns: list[str]) -> list[tuple[str, str]]:
     """
     found: list[str] = []
     for pat in patterns:
-        fs, root = fsspec.core.url_to_fs(pat)
+        fs, root = storage.url_to_fs(pat)
         proto = _protocol(pat)
         if any(ch in root for ch in "*?["):
             matches = sorted(fs.glob(root))
@@ -62,11 +62,13 @@ def expand_paths(patterns: list[str]) -> list[tuple[str, str]]:
         for m in matches:
             if fs.isdir(m):
                 continue
-            found.append(f"{proto}://{m}" if proto else m)
+            # a relative local path stays relative: a Ray job's workers run in the job's working_dir, which is
+            # unpacked under a different absolute path on every node
+            found.append(f"{proto}://{m}" if proto else m if os.path.isabs(pat) or "://" in pat else os.path.relpath(m))
     uniq = sorted(set(found))
     if not uniq:
         raise FileNotFoundError(f"no input files in {patterns}")
-    stripped = [_strip_proto(u) for u in uniq]
+    stripped = [_strip_proto(u) if _protocol(u) else os.path.abspath(u) for u in uniq]
     common = posixpath.commonpath(stripped) if len(stripped) > 1 else posixpath.dirname(stripped[0])
     if common in stripped:  # a single file, or one path is the common prefix
         common = posixpath.dirname(common)
@@ -435,7 +437,7 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tu
     skipped: Counter = Counter()
     seconds, started = 0.0, time.time()
     try:
-        with fsspec.open(url, "rb") as f:
+        with storage.open(url, "rb") as f:
             blocks = READERS[fmt](f, rows, spec, skipped)
             while True:  # time the reading only, not what consumers do between blocks
                 t0 = time.perf_counter()
@@ -493,7 +495,7 @@ def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str
 
 def _size(url: str) -> int | None:
     try:
-        fs, p = fsspec.core.url_to_fs(url)
+        fs, p = storage.url_to_fs(url)
         return int(fs.size(p))
     except Exception:  # noqa: BLE001 (size is a scheduling hint only)
         return None

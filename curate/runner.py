@@ -413,33 +413,60 @@ def code_packages(cfg: PipelineConfig) -> list[str]:
     return [os.path.dirname(m.__file__) if hasattr(m, "__path__") else m.__file__ for _, m in sorted(mods.items())]
 
 
+def configure_storage(cfg: PipelineConfig, out: str) -> None:
+    """The fsspec options of each input pattern and of the output root, for this process and its workers."""
+    from curate import storage
+
+    storage.configure({**{p: cfg.input.storage_options for p in cfg.input.paths}, out: cfg.output.storage_options})
+
+
+def submitted_job_env() -> dict[str, Any] | None:
+    """The runtime env of the job this driver runs in (`curate submit`, `ray job submit`), else None. Its fields
+    (working_dir, py_modules, env_vars) already apply, and Ray refuses a driver that sets them again."""
+    import json
+
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    raw = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    return (json.loads(raw).get("runtime_env") or {}) if raw else None
+
+
 def init_ray(cfg: PipelineConfig, address: str | None) -> None:
     import ray
+
+    from curate import storage
 
     if ray.is_initialized():
         return
     addr = address or cfg.ray.address
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    quiet = dict(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    env_vars = storage.env()
     if addr:
         # ship the framework and the package of every operator the config names (this project's stages or a
         # user's plug-in) to the cluster's workers; third-party dependencies come from the image
-        ray.init(address=addr, log_to_driver=True, runtime_env={"py_modules": code_packages(cfg)})
+        job = submitted_job_env()
+        runtime_env: dict[str, Any] = {"py_modules": code_packages(cfg)} if job is None else {}
+        missing = {k: v for k, v in env_vars.items() if k not in ((job or {}).get("env_vars") or {})}
+        if missing:
+            runtime_env["env_vars"] = missing
+        ray.init(address=addr, runtime_env=runtime_env or None, **quiet)
     else:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.include_dashboard,
-                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+                 runtime_env={"env_vars": env_vars} if env_vars else None, **quiet)
 
 
 def prepare_out_dir(out_dir: str, overwrite: bool, resume: bool = False) -> None:
-    import fsspec
+    from curate import storage
 
-    fs, path = fsspec.core.url_to_fs(out_dir)
+    fs, path = storage.url_to_fs(out_dir)
     if resume:
         return  # checked against OUT/_run.json by the caller
     if fs.exists(path) and (fs.ls(path) if fs.isdir(path) else True):
         if not overwrite:
             raise FileExistsError(f"output {out_dir} exists and is not empty (use --overwrite to replace it, or "
                                   f"--resume to continue the run that wrote it)")
-        if fs.protocol in ("file", "local") or "file" in fs.protocol:
+        if storage.is_local(fs):
             shutil.rmtree(path)
         else:
             fs.rm(path, recursive=True)
@@ -466,6 +493,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
     from curate.stats import RunStats, StatsActor
 
     out = (out_dir or cfg.output.path).rstrip("/")
+    configure_storage(cfg, out)
     files, unknown = split_known(expand_paths(cfg.input.paths), cfg.input.format)
     if not files:
         raise FileNotFoundError(f"no readable input files in {cfg.input.paths} (skipped: {unknown})")
@@ -544,10 +572,10 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
 def _load_stats(out: str) -> dict[str, Any] | None:
     import json
 
-    import fsspec
+    from curate import storage
 
     try:
-        with fsspec.open(f"{out}/stats.json", "rb") as f:
+        with storage.open(f"{out}/stats.json", "rb") as f:
             return json.loads(f.read())
     except (OSError, ValueError):
         return None

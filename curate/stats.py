@@ -135,6 +135,7 @@ class RunStats:
         self.parts_reused = 0
         self._seen: set[str] = set()
         self._lock = threading.Lock()  # the driver's loop adds parts while the heartbeat thread flushes
+        self._progress = _ProgressLog(f"{out_dir}/stats/progress.jsonl")
 
     def add_done_parts(self, markers: list[dict[str, Any]]) -> None:
         """Parts an earlier attempt of this run finished (a resume): counted from their markers, not redone."""
@@ -233,17 +234,38 @@ class RunStats:
         atomic_write(f"{self.out_dir}/stats.json", (json.dumps(doc, indent=1) + "\n").encode())
         line = {"t": doc["updated"], "elapsed_s": doc["elapsed_s"], "status": status, **doc["totals"],
                 "rows_processed": {s["step"]: s.get("rows_processed", 0) for s in doc["steps"]}}
-        _append(f"{self.out_dir}/stats/progress.jsonl", json.dumps(line) + "\n")
+        self._progress.add(json.dumps(line) + "\n", force=status != "running")
 
 
-def _append(url: str, text: str) -> None:
-    import fsspec
+class _ProgressLog:
+    """OUT/stats/progress.jsonl: appended to on a local disk; on an object store (no append) the lines are kept
+    here and the object is rewritten whole, at most every `REWRITE_S` seconds while the run goes, so a long run
+    does not upload its growing history every second. A resumed run keeps the lines already there."""
 
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    mode = "a" if fs.protocol in ("file", "local") or "file" in fs.protocol else "w"
-    with fs.open(path, mode) as f:
-        f.write(text)
+    REWRITE_S = 10.0
+
+    def __init__(self, url: str):
+        from curate import storage
+
+        self.url = url
+        self.fs, self.path = storage.url_to_fs(url)
+        self.local = storage.is_local(self.fs)
+        self.lines: list[str] | None = None
+        self.written = 0.0
+
+    def add(self, line: str, force: bool = False) -> None:
+        self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
+        if self.local:
+            with open(self.path, "a") as f:
+                f.write(line)
+            return
+        if self.lines is None:
+            self.lines = self.fs.cat_file(self.path).decode().splitlines(keepends=True) \
+                if self.fs.exists(self.path) else []
+        self.lines.append(line)
+        if force or time.time() - self.written >= self.REWRITE_S:
+            atomic_write(self.url, "".join(self.lines).encode())
+            self.written = time.time()
 
 
 # A step counts as CPU-heavy when its summed seconds are at least this share of the run's elapsed time.

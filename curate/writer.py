@@ -32,7 +32,6 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import fsspec
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -40,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
-from curate import failpoints, schema
+from curate import failpoints, schema, storage
 
 SUMMARY_SCHEMA = pa.schema(
     [
@@ -58,10 +57,10 @@ SUMMARY_SCHEMA = pa.schema(
 
 def atomic_write(url: str, data: bytes) -> None:
     """Write-then-rename on local disks (fsync first); object stores publish a whole object on close."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = storage.url_to_fs(url)
     parent = posixpath.dirname(path)
     failpoints.io_error(path)
-    if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else ()):
+    if storage.is_local(fs):
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
         try:
@@ -200,7 +199,7 @@ class DolmaWriter:
         by_part: dict[str, list[str]] = {}
         for rel in files_under(root, ".parquet"):
             by_part.setdefault(posixpath.dirname(rel), []).append(rel)
-        fs, parts_dir = fsspec.core.url_to_fs(f"{self.out_dir}/_parts")
+        fs, parts_dir = storage.url_to_fs(f"{self.out_dir}/_parts")
         out = []
         for part, names in sorted(by_part.items()):
             if fs.exists(f"{parts_dir}/{part}.json"):
@@ -243,7 +242,7 @@ class DolmaWriter:
         marker = {**summary, "counts": dict(sorted(counts.items())), "files": written}
         atomic_write(f"{self.out_dir}/_parts/{part}.json", (json.dumps(marker, indent=1) + "\n").encode())
         if failpoints.armed():
-            fs, root = fsspec.core.url_to_fs(f"{self.out_dir}/_parts")
+            fs, root = storage.url_to_fs(f"{self.out_dir}/_parts")
             failpoints.hit("write:part", len(fs.find(root)))
         return summary
 

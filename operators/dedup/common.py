@@ -12,17 +12,15 @@ a row alone. External nodes (band hashes of an earlier run, for incremental dedu
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from curate import checkpoint
 from curate.operator import DatasetOperator, RunContext, set_column
 from curate.schema import NODE_SHIFT, STAT_PREFIX, live_mask, node_ids
 
@@ -186,15 +184,15 @@ def pick_representatives(block: pa.Table) -> pa.Table:
 
 
 def write_by_file(block: pa.Table, scratch: str) -> None:
-    """Rows keyed by node, written under ``scratch/<file index>/`` (read back with `load_decisions`)."""
+    """Rows keyed by node, written under ``scratch/<file index>/`` (read back with `load_decisions`); scratch may be
+    an object-store URL (a cluster has no shared disk). A file's name is a function of its rows, so a retried task
+    replaces its own file instead of adding a second copy."""
     if block.num_rows == 0:
         return
     fidx = block.column("node").to_numpy() >> NODE_SHIFT
     for f in np.unique(fidx):
         part = block.filter(pa.array(fidx == f))
-        d = os.path.join(scratch, str(int(f)))
-        os.makedirs(d, exist_ok=True)
-        pq.write_table(part, os.path.join(d, f"{uuid.uuid4().hex}.parquet"))
+        checkpoint.write_table(f"{scratch}/{int(f)}/{checkpoint.block_name(part)}.parquet", part)
 
 
 def write_decisions(decisions, scratch: str) -> None:
@@ -210,9 +208,8 @@ def load_decisions(scratch: str, nodes: np.ndarray) -> pa.Table | None:
     """The decisions written by `write_decisions` for the input files these nodes come from (None if none)."""
     parts = []
     for f in np.unique(nodes >> NODE_SHIFT):
-        d = os.path.join(scratch, str(int(f)))
-        if os.path.isdir(d):
-            parts.append(pq.read_table(d))
+        folder = f"{scratch}/{int(f)}"
+        parts += [checkpoint.read_table(f"{folder}/{rel}") for rel in checkpoint.files_under(folder, ".parquet")]
     return pa.concat_tables(parts) if parts else None
 
 

@@ -41,7 +41,7 @@ from pydantic import Field, model_validator
 
 from operators.dedup import common as dedup
 from operators.dedup.common import normalize_many
-from curate import schema
+from curate import schema, storage
 from curate.operator import Params, RunContext
 
 U64 = np.uint64
@@ -447,7 +447,8 @@ def _save_index(sigs, decisions, keys_of: _BandRows, path: str, partitions: int)
     dups = decisions.map_batches(dups_only, batch_format="pyarrow", batch_size=None)
     kept = dedup.hash_join(sigs, dups, "node", "left_anti", partitions, dict(zip(SIG_SCHEMA.names, SIG_SCHEMA.types)),
                            {"node": pa.int64()})
-    os.makedirs(path, exist_ok=True)
+    if not storage.is_url(path):
+        os.makedirs(path, exist_ok=True)
     kept.map_batches(keys_of, batch_format="pyarrow", batch_size=None).select_columns(["key"]).write_parquet(path)
 
 

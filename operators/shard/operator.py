@@ -41,14 +41,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import fsspec
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from curate import schema
+from curate import schema, storage
 from curate.operator import DatasetOperator, Params, RunContext
 from operators.shard.tokenizers import Tokenizer, load as load_tokenizer
 from operators.shard.export import tokenizer_json
@@ -280,10 +279,10 @@ def _with_specials(ids: list[np.ndarray], lengths: np.ndarray, tok: Tokenizer, p
 
 
 def _write_run(url: str, table: pa.Table) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = storage.url_to_fs(url)
     fs.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}"
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    local = storage.is_local(fs)
     with (pa.OSFile(tmp, "wb") if local else fs.open(tmp, "wb")) as f, pa.ipc.new_file(f, table.schema) as w:
         w.write_table(table)
     fs.mv(tmp, path)  # a retried task replaces its run whole
@@ -292,8 +291,8 @@ def _write_run(url: str, table: pa.Table) -> None:
 def _read_run(url: str, columns: list[str] | None = None) -> pa.Table:
     """A run, memory-mapped where it is a local file: the assign step then touches only the three small columns
     it reads, and writers share the page cache."""
-    fs, path = fsspec.core.url_to_fs(url)
-    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+    fs, path = storage.url_to_fs(url)
+    if storage.is_local(fs):
         t = pa.ipc.open_file(pa.memory_map(path)).read_all()
     else:
         with fs.open(path, "rb") as f:
@@ -426,6 +425,10 @@ class Shard(DatasetOperator):
             if getattr(p, k) and p.write_tokens and tok.special[k].id is None:
                 raise ValueError(f"{p.tokenizer} defines no {k.upper()} token in its config; set {k}_token_id "
                                  f"or {k}: false")
+
+    def preflight(self) -> None:
+        """The tokenizer loads where the shard tasks run (a hub name needs the hub or a cache there)."""
+        _tokenizer(self.params)  # type: ignore[arg-type]
 
     def apply(self, ds, ctx: RunContext):
         import ray

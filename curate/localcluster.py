@@ -1,0 +1,176 @@
+"""A throwaway multi-node Ray cluster on this machine: to try `curate submit` before a real cluster, and for the
+cluster tests and benchmark.
+
+    python -m curate.localcluster --nodes 2 --cpus 1     # prints the address and token; Ctrl-C stops it
+
+Each node is `ray start --block` in its own session with its own temp dir (as separate machines would have), token
+authentication as Ray 2.60 sets it up (``RAY_AUTH_MODE=token``, a fresh ``RAY_AUTH_TOKEN``), and the dashboard and
+Jobs API on 127.0.0.1 only. Ray's own gRPC servers (GCS, raylets) listen on the node's address with no option to
+narrow that; the token guards them. `stop()` ends exactly the processes this cluster started: the process tree of
+each `ray start`, and anything whose command line names this cluster's temp dir — never `ray stop`, which ends
+every Ray process of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    def __init__(self, nodes: int = 2, cpus_per_node: int = 1, env: dict[str, str] | None = None,
+                 root: str | None = None):
+        self.nodes, self.cpus = nodes, cpus_per_node
+        # short: Ray's unix socket paths live under the temp dir and must stay under 107 bytes
+        self.root = Path(root or tempfile.mkdtemp(prefix="crc-", dir="/tmp"))
+        self.token = secrets.token_hex(32)
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        bindir = os.path.dirname(sys.executable)
+        self.env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+                    "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.procs: list[subprocess.Popen] = []
+        self.gcs_address: str | None = None
+
+    # ------------------------------------------------------------------------------------------------ start
+    def _ray_start(self, i: int, head: bool) -> subprocess.Popen:
+        tmp = self.root / f"n{i}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        args = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--block", "--disable-usage-stats",
+                f"--num-cpus={self.cpus}", f"--temp-dir={tmp}",
+                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+        if head:
+            args += ["--head", f"--port={self.gcs_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                     f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}"]
+        else:
+            args += [f"--address={self.gcs_address}"]
+        log = open(self.root / f"n{i}.log", "wb")
+        # its own session: what it starts stays in its process tree; cwd: a folder with no `ray` in it (a job's
+        # `python -c` would import it)
+        return subprocess.Popen(args, cwd=tmp, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def start(self, timeout_s: float = 120.0) -> "LocalCluster":
+        try:
+            self.procs.append(self._ray_start(0, head=True))
+            self._wait(lambda: self._api("/api/version") is not None, timeout_s, "the head's Jobs API")
+            cluster_file = self.root / "n0" / "ray_current_cluster"
+            self._wait(cluster_file.exists, timeout_s, "the head's address")
+            self.gcs_address = cluster_file.read_text().strip()
+            for i in range(1, self.nodes):
+                self.procs.append(self._ray_start(i, head=False))
+            self._wait(lambda: self.alive_nodes() >= self.nodes, timeout_s, f"{self.nodes} alive nodes")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _api(self, path: str) -> Any:
+        req = urllib.request.Request(self.address + path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return json.loads(r.read())
+        except (OSError, ValueError):
+            return None
+
+    def alive_nodes(self) -> int:
+        got = self._api("/nodes?view=summary")
+        rows = (got or {}).get("data", {}).get("summary", [])
+        return sum(1 for n in rows if (n.get("raylet") or {}).get("state") == "ALIVE")
+
+    def _wait(self, ok, timeout_s: float, what: str) -> None:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"a ray node exited while waiting for {what}: see {self.root}/n*.log")
+            if ok():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"no {what} within {timeout_s:g} s: see {self.root}/n*.log")
+
+    # ------------------------------------------------------------------------------------------------- stop
+    def pids(self) -> set[int]:
+        """This cluster's processes: each `ray start` and its descendants, and any process naming its temp dir."""
+        import psutil
+
+        found: set[int] = set()
+        for p in self.procs:
+            try:
+                proc = psutil.Process(p.pid)
+                found |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+            except psutil.NoSuchProcess:
+                pass
+        root = str(self.root)
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if any(root in arg for arg in (proc.info["cmdline"] or [])):
+                found.add(proc.info["pid"])
+        found.discard(os.getpid())
+        return found
+
+    def stop(self) -> None:
+        import psutil
+
+        for _ in range(3):  # a dying raylet may still start a worker: look again
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs = []
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m curate.localcluster", description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--cpus", type=int, default=1, help="CPUs per node")
+    args = p.parse_args(argv)
+    with LocalCluster(args.nodes, args.cpus) as c:
+        print(f"Ray cluster of {args.nodes} nodes up; in another shell:\n"
+              f"  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN={c.token}\n"
+              f"  curate submit pipeline.yaml --address {c.address} -o s3://bucket/run\n"
+              "Ctrl-C stops it.", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
