@@ -52,7 +52,7 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     out = (args.output or cfg.output.path).rstrip("/")
     configure_storage(cfg, out)
-    init_ray(cfg, args.address)
+    init_ray(cfg, args.address, quiet=args.quiet)
     try:
         done = preflight.run(cfg, out, args.timeout)
     except preflight.PreflightError as e:
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output")
     p.add_argument("--address", help="Ray cluster address (auto inside a job); default: a local Ray")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for nodes with a step's resources")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the outcome and errors")
     p.set_defaults(fn=_cmd_preflight)
     cluster.add_commands(sub)
     p = sub.add_parser("validate", help="check a pipeline config without running it")

@@ -431,16 +431,30 @@ def submitted_job_env() -> dict[str, Any] | None:
     return (json.loads(raw).get("runtime_env") or {}) if raw else None
 
 
-def init_ray(cfg: PipelineConfig, address: str | None) -> None:
+def quiet_ray() -> None:
+    """`-q`: only curate's summary and errors. Ray's notices (token auth on, progress bars off, Ray Data's plans and
+    advice to use expressions) would otherwise drown them. Ray's C++ core logs to stderr on its own: its
+    RAY_BACKEND_LOG_LEVEL announces itself on every process, so it is left alone."""
+    import logging
+    import warnings
+
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"ray\..*")
+
+
+def init_ray(cfg: PipelineConfig, address: str | None, quiet: bool = False) -> None:
     import ray
 
     from curate import storage
 
+    if quiet:
+        quiet_ray()
     if ray.is_initialized():
         return
     addr = address or cfg.ray.address
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    quiet = dict(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    log_opts = dict(log_to_driver=True, configure_logging=True, logging_level="ERROR" if quiet else "WARNING")
     env_vars = storage.env()
     if addr:
         # ship the framework and the package of every operator the config names (this project's stages or a
@@ -450,10 +464,10 @@ def init_ray(cfg: PipelineConfig, address: str | None) -> None:
         missing = {k: v for k, v in env_vars.items() if k not in ((job or {}).get("env_vars") or {})}
         if missing:
             runtime_env["env_vars"] = missing
-        ray.init(address=addr, runtime_env=runtime_env or None, **quiet)
+        ray.init(address=addr, runtime_env=runtime_env or None, **log_opts)
     else:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.include_dashboard,
-                 runtime_env={"env_vars": env_vars} if env_vars else None, **quiet)
+                 runtime_env={"env_vars": env_vars} if env_vars else None, **log_opts)
 
 
 def prepare_out_dir(out_dir: str, overwrite: bool, resume: bool = False) -> None:
@@ -511,13 +525,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
         checkpoint.save_run(out, run)
     if failpoints.armed():
         os.environ.setdefault(failpoints.PID_ENV, str(os.getpid()))  # workers inherit it: they kill the driver
-    init_ray(cfg, address)
+    init_ray(cfg, address, quiet=not progress)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = progress
-    if not progress:  # -q: Ray Data's per-dataset INFO lines (plans, "execution finished") would drown the summary
-        import logging
-
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx.execution_options.preserve_order = limit is not None  # `limit` must take the same documents each run
     from ray.data.context import DEFAULT_TARGET_MAX_BLOCK_SIZE
 

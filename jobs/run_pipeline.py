@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = p.parse_known_args(argv)
     run = ["run", args.config, "--address", "auto", *(["-o", args.output] if args.output else []), *rest]
     if not args.no_preflight:
-        code = curate_main(["preflight", args.config, "--address", "auto", "--timeout",
+        code = curate_main(["preflight", args.config, "--address", "auto", "-q", "--timeout",
                             str(args.preflight_timeout), *(["-o", args.output] if args.output else [])])
         if code:
             return code
