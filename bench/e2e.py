@@ -11,6 +11,7 @@ sandbox, no attribute files, no per-document stats: the ratio is the price of th
     python bench/e2e.py                # 20,000 pages, 2 workers
     python bench/e2e.py --pages 2000   # quicker look
     python bench/e2e.py --pages 4000 --checkpoints-cost   # resume checkpoints: their cost, and a resume's
+    python bench/e2e.py --pages 4000 --cluster            # `curate submit` to 1 node x 2 CPUs vs 2 nodes x 1 CPU
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def main() -> None:
     ap.add_argument("--checkpoints-cost", action="store_true",
                     help="instead: the default pipeline with output.checkpoints on and off (each twice, alternating), "
                          "then one killed late (after shard's token runs) and resumed")
+    ap.add_argument("--cluster", action="store_true",
+                    help="instead: the default pipeline as `curate run` (local Ray), then `curate submit --wait` to a "
+                         "local cluster of 1 node x WORKERS CPUs and of WORKERS nodes x 1 CPU; same output?")
     ap.add_argument("--bare-worker", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.bare_worker:
@@ -127,6 +131,9 @@ def main() -> None:
 
     if a.checkpoints_cost:
         checkpoints_cost(tmp, full)
+        return
+    if a.cluster:
+        cluster_cost(tmp, full, a.workers)
         return
     bare = measure([sys.executable, __file__, "--workers", str(a.workers), "--bare-worker", str(path),
                     str(tmp / "bare")])
@@ -190,6 +197,47 @@ def checkpoints_cost(tmp: Path, full: dict) -> None:
     print(f"resume after a kill -9 once shard's token runs were written: {res['wall_s']:.1f} s command, "
           f"{stats['elapsed_s']:.1f} s after Ray start = {stats['elapsed_s'] / on:.2f} of an uninterrupted run; "
           f"reused {stats['resume']['checkpoints_reused']}")
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Every output file but the timed and run-identity ones (stats.json, progress.jsonl, _run.json)."""
+    skip = {"stats.json", "stats/progress.jsonl", "_run.json"}
+    fa = {str(p.relative_to(a)): p for p in a.rglob("*") if p.is_file()}
+    fb = {str(p.relative_to(b)): p for p in b.rglob("*") if p.is_file()}
+    return fa.keys() == fb.keys() and all(fa[k].read_bytes() == fb[k].read_bytes() for k in fa if k not in skip)
+
+
+def cluster_cost(tmp: Path, full: dict, cpus: int) -> None:
+    """The default pipeline three ways on the same CPUs: `curate run` with a local Ray (the baseline), and
+    `curate submit --wait` to a local cluster (curate.localcluster: `ray start` nodes with their own temp dirs and
+    token auth) of one node x `cpus` CPUs and of `cpus` nodes x 1 CPU. All write to this machine's disk, which every
+    node shares here; the outputs must be the same bytes."""
+    from curate.localcluster import LocalCluster
+
+    cfg = yaml.safe_load(yaml.safe_dump(full))
+    cfg["output"]["added"] = "2026-01-01T00:00:00Z"  # the same `added`, so outputs compare byte for byte
+    cfg.pop("ray", None)
+    (tmp / "cluster.yaml").write_text(yaml.safe_dump(cfg))
+    rows = []
+    res = measure([sys.executable, "-m", "curate.cli", "run", str(tmp / "cluster.yaml"), "-o", str(tmp / "c-local"),
+                   "-q"], cwd=tmp)
+    rows.append(("curate run (local Ray, 2 CPUs)", res["wall_s"], tmp / "c-local"))
+    for nodes, per in ((1, cpus), (cpus, 1)):
+        out = tmp / f"c-{nodes}n"
+        with LocalCluster(nodes=nodes, cpus_per_node=per) as c:
+            res = measure([sys.executable, "-m", "curate.cli", "submit", "cluster.yaml", "--address", c.address,
+                           "-o", str(out), "--wait", "-q"], cwd=tmp,
+                          env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": c.token})
+        rows.append((f"curate submit, {nodes} node(s) x {per} CPU", res["wall_s"], out))
+    base = rows[1][1]
+    print(f"\n{'':<40}{'wall s':>9}{'vs 1 node':>11}  same output as local run")
+    for name, wall, out in rows:
+        stats = json.loads((out / "stats.json").read_text())
+        steps = {s["step"]: s for s in stats["steps"]}
+        same = "yes" if out == rows[0][2] or _same_bytes(rows[0][2], out) else "NO"
+        print(f"{name:<40}{wall:>9.1f}{wall / base:>10.2f}x  {same}   (after Ray start {stats['elapsed_s']:.1f} s; "
+              f"exact_dedup {steps['exact_dedup']['seconds']:.1f} s, minhash_dedup "
+              f"{steps['minhash_dedup']['seconds']:.1f} s, shard {steps['shard']['seconds']:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,8 @@ class OutputSpec(_Strict):
 
 
 class RaySpec(_Strict):
-    address: str | None = Field(None, description="Ray cluster address (ray://host:10001 or auto); default: local.")
+    address: str | None = Field(None, description="Ray cluster address (auto, or HOST:6379 on a cluster node; "
+                                 "from a laptop use `curate submit`); default: a local Ray.")
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local Ray; default: all cores.")
     include_dashboard: bool = Field(False, description="Start Ray's own dashboard for a local run.")
     target_max_block_bytes: int | None = Field(
