@@ -170,12 +170,12 @@ def submit(args: Any) -> int:
             raise ConfigError([f"--runtime-env {args.runtime_env}: expected a mapping (pip, env_vars, ...)"])
     configure_storage(cfg, output)
     addr = resolve_address(args.address)
-    if not args.verbose:  # the SDK logs every package it uploads at INFO
-        logging.getLogger("ray").setLevel(logging.WARNING)
     warning = insecure_warning(addr)
     if warning:
         print(warning, file=sys.stderr)
     c = client(addr)
+    if not args.verbose:  # the SDK logs every package it uploads at INFO (set after `import ray`, which resets it)
+        logging.getLogger("ray").setLevel(logging.WARNING)
     env = runtime_env(cfg, str(working_dir), extra)
     job_id = _call(addr, c.submit_job, entrypoint=entrypoint(str(config_path.relative_to(working_dir)), output, args),
                    runtime_env=env, submission_id=args.job_id,
