@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +114,44 @@ def test_an_output_that_cannot_be_written_is_one_clear_line(tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert str(blocker) in res.stderr
+
+
+def test_storage_options_refuse_credentials():
+    from curate.config import ConfigError, parse_config
+
+    raw = {"input": {"paths": ["s3://b/in/"], "storage_options": {"anon": True}},
+           "output": {"path": "s3://b/out", "storage_options": {"client_kwargs": {"aws_secret_access_key": "x"}}},
+           "steps": [{"name": "langid"}]}
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw)
+    assert "client_kwargs.aws_secret_access_key" in str(e.value) and "AWS_ACCESS_KEY_ID" in str(e.value)
+    raw["output"]["storage_options"] = {"endpoint_url": "http://127.0.0.1:9000", "token": "anon"}
+    assert parse_config(raw).output.storage_options["endpoint_url"] == "http://127.0.0.1:9000"
+
+
+def test_storage_options_follow_the_longest_prefix(monkeypatch):
+    from curate import storage
+
+    monkeypatch.delenv(storage.ENV, raising=False)
+    storage.configure({"s3://commoncrawl/crawl-data/*/warc/*.gz": {"anon": True},
+                       "s3://mine/run": {"endpoint_url": "http://127.0.0.1:9000"}, "data/local/": {"x": 1}})
+    try:
+        assert storage.options_for("s3://commoncrawl/crawl-data/CC/warc/a.gz") == {"anon": True}
+        assert storage.options_for("s3://mine/run/documents/a.jsonl.gz") == {"endpoint_url": "http://127.0.0.1:9000"}
+        assert storage.options_for("s3://mine/running") == {}  # a prefix of the name, not of the path
+        assert storage.options_for("data/local/x.warc") == {}  # local paths take no options
+        assert json.loads(storage.env()[storage.ENV]) == json.loads(os.environ[storage.ENV])
+    finally:
+        storage.configure({})
+
+
+def test_relative_inputs_stay_relative(monkeypatch):
+    """A job's workers run in its working_dir, unpacked at a different absolute path on every node."""
+    from curate.readers import expand_paths
+
+    monkeypatch.chdir(REPO)
+    rel = expand_paths(["data/sample/"])
+    absolute = expand_paths([str(REPO / "data" / "sample")])
+    assert all(u.startswith("data/sample/") for u, _ in rel)
+    assert [k for _, k in rel] == [k for _, k in absolute]
+    assert [str(REPO / u) for u, _ in rel] == [u for u, _ in absolute]
