@@ -466,9 +466,11 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tu
 
 
 def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str, str]] | None = None,
-                 skip: dict[str, tuple[tuple[int, int], ...]] | None = None):
+                 skip: dict[str, tuple[tuple[int, int], ...]] | None = None, num_cpus: float | None = None):
     """A Ray Dataset over the inputs: one read task per file (see module docstring for why). ``skip``: per file
-    URL, the ordinal intervals not to yield (what a resumed run already has)."""
+    URL, the ordinal intervals not to yield (what a resumed run already has). ``num_cpus``: per read task, when
+    reading cannot fuse into the next step (default: Ray Data's 1); then at most one read task per cluster CPU
+    runs at a time."""
     import ray.data
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
@@ -490,7 +492,10 @@ def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str
                                       per_task_row_limit=per_task_row_limit))
             return tasks
 
-    return ray.data.read_datasource(CurateInput(), override_num_blocks=len(files))
+    return ray.data.read_datasource(CurateInput(), override_num_blocks=len(files),
+                                    **({"ray_remote_args": {"num_cpus": num_cpus}, "concurrency": max(
+                                        1, int(ray.cluster_resources().get("CPU", 1)))}
+                                       if num_cpus is not None else {}))
 
 
 def _size(url: str) -> int | None:

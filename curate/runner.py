@@ -317,7 +317,11 @@ def _source(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tup
         skip = _pieces(have)
         if have:
             ray.get(stats_actor.add_reused.remote(f"{first}:input_parts:{len(have)}"))
-    ds = read_dataset(cfg.input, stats_actor, files, skip=_intervals(skip, files))
+    # `limit` sits between reading and the first step, so reads no longer fuse into it: a read task would then
+    # wait for a CPU that the first step's actor pool holds while waiting for its input (a deadlock on small
+    # machines). Reading is light; with a limit it reserves no CPU.
+    ds = read_dataset(cfg.input, stats_actor, files, skip=_intervals(skip, files),
+                      num_cpus=0 if limit is not None else None)
     if limit is not None:
         ds = ds.limit(limit)  # the first N records, so a resume may not skip any before limiting
         if not dataset_steps and parts_done:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import re
 from typing import Any
 
@@ -106,6 +105,3 @@ def is_url(path: str) -> bool:
     return bool(proto) and proto not in ("file", "local")
 
 
-def join(url: str, *parts: str) -> str:
-    """``url/part/...`` for local paths and URLs alike (posix separators; no normalisation of ``s3://``)."""
-    return posixpath.join(url, *parts)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ENGLISH, SAMPLE, read_zst_jsonl, write_jsonl
+from conftest import ENGLISH, REPO, SAMPLE, read_zst_jsonl, write_jsonl
 from curate.config import parse_config
 from curate.readers import expand_paths, normalize_date
 from curate.runner import run_pipeline
@@ -203,3 +203,17 @@ def test_parallelism_warning_names_a_serialised_heavy_step():
     (line,) = parallelism_warnings(stats(1.0, 1))
     assert "extract" in line and "parallelism 1.00" in line
     assert parallelism_warnings(stats(1.8, 2)) == []
+
+
+@pytest.mark.slow
+def test_limit_with_an_actor_step_does_not_deadlock(tmp_path):
+    """`--limit` keeps reads from fusing into the first step; with the default pipeline's actor steps holding every
+    CPU, reads that reserved one waited forever (the whole sample pipeline hung on 2 cores)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", "pipeline.yaml", "-o", str(tmp_path / "o"),
+                        "--limit", "30", "-q"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["totals"]["documents_in"] == 30 and stats["totals"]["balanced"]
