@@ -64,21 +64,24 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from curate import storage
     from curate.stats import format_table
     from curate.writer import read_jsonl
 
-    root = Path(args.output)
-    stats_path = root / "stats.json"
-    if not stats_path.exists():
-        print(f"{stats_path}: not found (is {root} a curate output?)", file=sys.stderr)
+    root = args.output.rstrip("/")
+    fs, path = storage.url_to_fs(f"{root}/stats.json")
+    if not fs.exists(path):
+        print(f"{root}/stats.json: not found (is {root} a curate output?)", file=sys.stderr)
         return 2
-    stats = json.loads(stats_path.read_text())
+    stats = json.loads(fs.cat_file(path))
     print(f"status: {stats['status']}, elapsed {stats['elapsed_s']} s, updated {stats['updated']}")
     print(format_table(stats))
-    docs = sorted((root / "documents").rglob("*.jsonl.*")) if (root / "documents").exists() else []
+    fs, docs_root = storage.url_to_fs(f"{root}/documents")
+    proto = f"{root.split('://')[0]}://" if "://" in root else ""
+    docs = sorted(p for p in fs.find(docs_root) if ".jsonl." in p) if fs.exists(docs_root) else []
     shown = 0
     for path in docs:
-        for d in read_jsonl(path):
+        for d in read_jsonl(proto + path):
             if shown >= args.samples:
                 break
             snippet = " ".join(d["text"].split())[:240]

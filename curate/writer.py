@@ -92,8 +92,9 @@ def compress(data: bytes, codec: str, threads: int = 1) -> bytes:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a .jsonl.zst / .jsonl.gz file this writer produced (for inspect, tokstats and tests)."""
-    with open(path, "rb") as f:
+    """The rows of a .jsonl.zst / .jsonl.gz file this writer produced (for inspect, tokstats and tests); a local
+    path or a URL."""
+    with storage.open(str(path), "rb") as f:
         raw = f.read()
     data = zstandard.ZstdDecompressor().stream_reader(raw).read() if str(path).endswith(".zst") \
         else gzip.decompress(raw)

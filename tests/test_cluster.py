@@ -126,6 +126,8 @@ def test_submit_to_s3_equals_local_run(cluster, s3, project, tmp_path):
     assert [f["url"] for f in run_there["inputs"]] == [f["url"] for f in run_here["inputs"]]
     stats = json.loads(fs.cat_file(remote["stats.json"]))
     assert stats["status"] == "done" and stats["totals"]["balanced"] and stats["cluster"]["nodes"] == 2
+    seen = curate("inspect", f"s3://{BUCKET}/run", "-n", "1", cwd=project, env={"AWS_ENDPOINT_URL": s3})
+    assert seen.returncode == 0 and "status: done" in seen.stdout and "\n--- " in seen.stdout, seen.stderr
 
 
 def test_stop_leaves_no_half_written_part(cluster, s3, project):
