@@ -23,7 +23,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 # exit codes scripts can rely on (README, "Run on a cluster")
-EXIT_OK, EXIT_USER, EXIT_FAILED, EXIT_STOPPED, EXIT_UNREACHABLE, EXIT_RUNNING = 0, 2, 4, 5, 6, 7
+# (2, a user error found on the laptop, is the CLI's code for ConfigError)
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_UNREACHABLE, EXIT_RUNNING = 0, 4, 5, 6, 7
 STATUS_EXIT = {"SUCCEEDED": EXIT_OK, "FAILED": EXIT_FAILED, "STOPPED": EXIT_STOPPED}
 TERMINAL = set(STATUS_EXIT)
 ADDRESS_ENV = "RAY_API_SERVER_ADDRESS"  # what `ray job` reads too
@@ -202,8 +203,8 @@ def _follow(c: Any, addr: str, job_id: str, quiet: bool = False) -> int:
         asyncio.run(tail())
     except Exception:  # noqa: BLE001 - the log stream closes with the job; its status says how it ended
         pass
-    status = _wait_terminal(c, addr, job_id)
-    return _report(c, addr, job_id, status)
+    _wait_terminal(c, addr, job_id)
+    return _report(c, addr, job_id)
 
 
 def _wait_terminal(c: Any, addr: str, job_id: str, poll_s: float = 1.0) -> str:
@@ -220,8 +221,9 @@ def error_line(logs: str) -> str | None:
     return lines[-1] if lines else None
 
 
-def _report(c: Any, addr: str, job_id: str, status: str) -> int:
+def _report(c: Any, addr: str, job_id: str) -> int:
     info = _call(addr, c.get_job_info, job_id)
+    status = str(info.status.value)
     meta = info.metadata or {}
     print(f"{job_id}: {status}" + (f" — output {meta['curate_output']}" if meta.get("curate_output") else ""))
     if status == "FAILED":
@@ -235,7 +237,7 @@ def _report(c: Any, addr: str, job_id: str, status: str) -> int:
 def status(args: Any) -> int:
     addr = resolve_address(args.address)
     c = client(addr)
-    return _report(c, addr, args.job, str(_call(addr, c.get_job_status, args.job).value))
+    return _report(c, addr, args.job)
 
 
 def logs(args: Any) -> int:

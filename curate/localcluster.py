@@ -47,6 +47,7 @@ class LocalCluster:
         self.env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                     "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.procs: list[subprocess.Popen] = []
+        self.logs: list[Any] = []  # each node's output file, closed by stop()
         self.gcs_address: str | None = None
 
     # ------------------------------------------------------------------------------------------------ start
@@ -63,6 +64,7 @@ class LocalCluster:
         else:
             args += [f"--address={self.gcs_address}"]
         log = open(self.root / f"n{i}.log", "wb")
+        self.logs.append(log)
         # its own session: what it starts stays in its process tree; cwd: a folder with no `ray` in it (a job's
         # `python -c` would import it)
         return subprocess.Popen(args, cwd=tmp, env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -144,6 +146,9 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 pass
         self.procs = []
+        for log in self.logs:
+            log.close()
+        self.logs = []
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "LocalCluster":

@@ -73,7 +73,8 @@ def check_operators(cfg: PipelineConfig, timeout_s: float) -> None:
         res = step.resources
         groups.setdefault((res.num_cpus, res.num_gpus), []).append(step.label)
     load = ray.remote(_load_steps)
-    env = {"env_vars": storage.env()} if storage.env() else None
+    env_vars = storage.env()
+    env = {"env_vars": env_vars} if env_vars else None
     refs = {load.options(num_cpus=cpus, num_gpus=gpus, runtime_env=env, max_retries=0).remote(cfg, labels):
             (cpus, gpus, labels) for (cpus, gpus), labels in groups.items()}
     done, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)

@@ -252,9 +252,9 @@ class _ProgressLog:
         self.local = storage.is_local(self.fs)
         self.lines: list[str] | None = None
         self.written = 0.0
+        self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
 
     def add(self, line: str, force: bool = False) -> None:
-        self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
         if self.local:
             with open(self.path, "a") as f:
                 f.write(line)

@@ -61,7 +61,7 @@ def test_kuberay_kinds_versions_and_images():
             assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"], g["groupName"]
             store = g["rayStartParams"].get("object-store-memory")
             if store:
-                mem = containers({"headGroupSpec": spec["headGroupSpec"], "workerGroupSpecs": [g]})[-1]
+                mem = g["template"]["spec"]["containers"][0]
                 gib = int(mem["resources"]["limits"]["memory"].removesuffix("Gi"))
                 assert int(store) <= 0.35 * gib * 2**30, "object store within ~30% of the pod's memory"
 
