@@ -40,7 +40,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"shards:    {shard['shards']} token-balanced shards, {shard['text_tokens']:,} text tokens "
               f"({shard['tokenizer']['spec']}): {root}/manifest.json{tokens}")
     print(f"stats:     {root}/stats.json (live during the run), {root}/stats/docs/*.parquet (per document)")
-    print(f"dashboard: the web dashboard is not built yet; until then `curate inspect {out}` prints these stats")
+    print(f"dashboard: curate dashboard {out}   (or: curate report {out} -o report.html)")
     return 0 if stats["totals"]["balanced"] else 3
 
 
@@ -89,6 +89,39 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             shown += 1
         if shown >= args.samples:
             break
+    return 0
+
+
+def _two_at_most(args: argparse.Namespace) -> None:
+    from curate.config import ConfigError
+
+    if len(args.outputs) > 2:
+        raise ConfigError([f"give one output, or two to compare (got {len(args.outputs)})"])
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    _two_at_most(args)
+    from curate.dashboard.index import default_cache_dir
+    from curate.dashboard.server import serve
+
+    def ready(url: str) -> None:
+        shown = " and ".join(args.outputs)
+        print(f"dashboard: {url}  ({shown}; read-only; Ctrl-C stops it)", flush=True)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {args.host}: anyone who can reach this port can read the run's stats and "
+                  f"documents", file=sys.stderr, flush=True)
+
+    serve(args.outputs, args.host, args.port, Path(args.cache_dir) if args.cache_dir else default_cache_dir(), ready)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    _two_at_most(args)
+    from curate.dashboard.index import default_cache_dir
+    from curate.dashboard.report import write
+
+    size = write(args.outputs, args.output, Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+    print(f"report: {args.output} ({size / 1e6:.1f} MB, self-contained: opens offline)")
     return 0
 
 
@@ -156,6 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output")
     p.add_argument("-n", "--samples", type=int, default=3)
     p.set_defaults(fn=_cmd_inspect)
+    p = sub.add_parser("dashboard", help="serve a live, read-only web dashboard over a run's output (or two, compared)")
+    p.add_argument("outputs", nargs="+", metavar="OUT", help="output root (local path or s3://, gs:// URL); a second "
+                                                              "one adds the compare view")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    p.add_argument("--cache-dir", help="where the local stats index lives (default ~/.cache/curate/dashboard, "
+                                       "or $CURATE_CACHE_DIR/dashboard)")
+    p.set_defaults(fn=_cmd_dashboard)
+    p = sub.add_parser("report", help="write the dashboard's views as one self-contained HTML file")
+    p.add_argument("outputs", nargs="+", metavar="OUT")
+    p.add_argument("-o", "--output", required=True, help="the HTML file to write")
+    p.add_argument("--cache-dir")
+    p.set_defaults(fn=_cmd_report)
     p = sub.add_parser("operators", help="list operators and their parameters (JSON)")
     p.set_defaults(fn=_cmd_operators)
     _add_stage_commands(sub)

@@ -307,15 +307,18 @@ class DolmaWriter:
         return out
 
     def _write_doc_stats(self, t: pa.Table, part: str, attr_cols: list[str]) -> str:
-        urls, langs = [], []
+        # provenance and language out of the metadata JSON: what a dashboard shows for a dropped document
+        urls, langs, record_ids, offsets = [], [], [], []
         for meta in t.column("metadata").to_pylist():
             try:
                 d = orjson.loads(meta) if meta else {}
-                urls.append(d.get("url"))
-                langs.append(d.get("language"))
-            except (ValueError, AttributeError):
-                urls.append(None)
-                langs.append(None)
+                d = d if isinstance(d, dict) else {}
+            except ValueError:
+                d = {}
+            urls.append(d.get("url") if isinstance(d.get("url"), str) else None)
+            langs.append(d.get("language") if isinstance(d.get("language"), str) else None)
+            record_ids.append(d.get("warc_record_id") if isinstance(d.get("warc_record_id"), str) else None)
+            offsets.append(d.get("warc_offset") if isinstance(d.get("warc_offset"), int) else None)
         scalar_attrs = [c for c in attr_cols if not pa.types.is_nested(t.schema.field(c).type)]
         stat_cols = [c for c in t.column_names if c.startswith(schema.STAT_PREFIX)]
         cols = {
@@ -323,7 +326,9 @@ class DolmaWriter:
             "file": t.column(schema.FILE),
             "ord": t.column(schema.ORD),
             "url": pa.array(urls, pa.string()),
-            "language": pa.array([x if isinstance(x, str) else None for x in langs], pa.string()),
+            "record_id": pa.array(record_ids, pa.string()),
+            "offset": pa.array(offsets, pa.int64()),
+            "language": pa.array(langs, pa.string()),
             "fate": pc.coalesce(t.column(schema.FATE), pa.scalar("kept")),
             "born": t.column(schema.BORN) if schema.BORN in t.column_names else pa.nulls(t.num_rows, pa.string()),
             "step": t.column(schema.STEP),

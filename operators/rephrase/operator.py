@@ -28,6 +28,8 @@ from curate import schema
 from curate.operator import BatchOperator, Params, mark
 from operators.rephrase.backends import DEFAULT_MODEL, make_backend
 
+STYLE_COL = f"{schema.STAT_PREFIX}rephrase__style"
+
 PREAMBLE = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
             "detailed, and polite answers to the questions. USER: ")
 STYLES = {
@@ -124,6 +126,8 @@ class Rephrase(BatchOperator):
     Params = RephraseParams
     default_compute = "actors"  # the model loads once per actor
     attribute_params = ("spans_attribute",)
+    # the style of a synthetic document, for the stats parquet (dashboards count synthetic documents by style)
+    outputs = {STYLE_COL: pa.string()}
 
     def setup(self) -> None:
         self.backend = make_backend(self.params)
@@ -159,12 +163,15 @@ class Rephrase(BatchOperator):
             row, fate = self._synthetic(table, i, style, chunks, outs)
             new_rows.append(row)
             fates.append(fate)
+        table = schema.conform(table)
+        table = table.append_column(STYLE_COL, pa.nulls(table.num_rows, pa.string())) \
+            if STYLE_COL not in table.column_names else table
         if not new_rows:
             return table
         synth = schema.conform(pa.Table.from_pylist(new_rows, schema=_row_schema(table)))
         for reason in sorted({f for f in fates if f}):
             synth = mark(synth, [f == reason for f in fates], schema.DROP, reason)
-        return pa.concat_tables([schema.conform(table), synth], promote_options="default")
+        return pa.concat_tables([table, synth], promote_options="default")
 
     def _synthetic(self, table: pa.Table, i: int, style: str, chunks: list[str], outs: list) -> tuple[dict, str | None]:
         p: RephraseParams = self.params  # type: ignore[assignment]
@@ -200,10 +207,11 @@ class Rephrase(BatchOperator):
         row = {"id": f"{base['id']}-wrap-{style}", "text": joined,
                "source": f"{base['source'] or 'web'}-wrap-{style}", "created": base["created"],
                "metadata": json.dumps(meta, ensure_ascii=False, sort_keys=True),
-               schema.FILE: base[schema.FILE], schema.ORD: base[schema.ORD]}
+               schema.FILE: base[schema.FILE], schema.ORD: base[schema.ORD], STYLE_COL: style}
         return row, fate
 
 
 def _row_schema(table: pa.Table) -> pa.Schema:
     return pa.schema([pa.field(c, table.schema.field(c).type) for c in
-                      ("id", "text", "source", "created", "metadata", schema.FILE, schema.ORD)])
+                      ("id", "text", "source", "created", "metadata", schema.FILE, schema.ORD)]
+                     + [pa.field(STYLE_COL, pa.string())])
