@@ -6,7 +6,7 @@ OUT     ?= out/sample
 CONFIG  ?= pipeline.yaml
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install browser bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/curate run $(CONFIG) -o $(OUT) --overwrite
 
-test: $(STAMP)
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; no browser download at run time)
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "make browser: install Debian's chromium as root: apt-get install chromium" >&2; exit 1; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
@@ -34,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/rephrase.py
 	$(BIN)/python bench/segment.py
 	$(BIN)/python bench/preselect.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     p.add_argument("--cache-dir", help="where the local stats index lives (default ~/.cache/curate/dashboard, "
-                                       "or $CURATE_CACHE_DIR/dashboard)")
+                                       "or $CURATE_CACHE/dashboard)")
     p.set_defaults(fn=_cmd_dashboard)
     p = sub.add_parser("report", help="write the dashboard's views as one self-contained HTML file")
     p.add_argument("outputs", nargs="+", metavar="OUT")

@@ -35,7 +35,7 @@ NOT_SCORES = {"ord", "offset", "chars"}
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("CURATE_CACHE_DIR") or Path.home() / ".cache" / "curate") / "dashboard"
+    return Path(os.environ.get("CURATE_CACHE") or Path.home() / ".cache" / "curate") / "dashboard"
 
 
 def quote(name: str) -> str:

@@ -75,11 +75,13 @@ class Dashboard:
 
     def refresh_forever(self) -> None:
         while not self._stop.is_set():
+            behind = False
             for k in range(len(self.runs)):
                 idx = self.index(k)
                 if idx is not None:
-                    idx.refresh(max_batches=4)  # a bounded step, so a second run is not starved
-            self._stop.wait(REFRESH_S)
+                    cov = idx.refresh(max_batches=4)  # a bounded step, so a second run is not starved
+                    behind |= cov["files_indexed"] < cov["files_total"] and idx.error is None
+            self._stop.wait(0 if behind else REFRESH_S)
 
     def start(self) -> None:
         threading.Thread(target=self.refresh_forever, name="curate-index", daemon=True).start()
@@ -153,6 +155,8 @@ def make_handler(app: Dashboard) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"not found\n", "text/plain; charset=utf-8", head_only)
 
         def _api(self, view: str, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
+            if view not in VIEWS and view != "runs":
+                return 404, {"error": f"no view {view!r}"}
             try:
                 return 200, app.answer(view, q)
             except RunError as e:

@@ -282,7 +282,7 @@ async function drawDocuments(main) {
       const o = el("option", { value: JSON.stringify(v) }, `${x.fate}${x.reason ? ` · ${x.step} · ${x.reason}` : ""} (${fmt(x.documents)})`);
       if (x.fate === f.fate && (x.reason || undefined) === f.reason && (x.step || undefined) === (f.step || undefined)) o.selected = true; return o; }));
   const search = el("input", { id: "search", placeholder: "id or part of a URL", value: f.q || "" });
-  const go = el("button", { on: { click: () => browse(Object.assign({}, f, { q: search.value })) } }, "find");
+  const go = el("button", { on: { click: () => browse({ q: search.value }) } }, "find");  // over all documents
   main.appendChild(el("div", { class: "controls" }, "show ", facet, f.language ? ` language ${f.language}` : "", search, go,
     el("span", { class: "muted", "data-k": "total" }, `${fmt(d.total)} documents`)));
   const pager = el("div", { class: "controls" },
