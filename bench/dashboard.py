@@ -40,8 +40,6 @@ VIEW_URLS = {
     "attributes": "attributes", "histogram": f"histogram?attr={ATTR}",
     "histogram_preselect": "histogram?attr=preselect__fasttext__score", "dedup": "dedup",
     "documents_facet": "documents?fate=drop&step=filter&reason=gopher_repetition",
-    "documents_deep_page": "documents?fate=kept&offset=2000000",
-    "document": "document?id=005000-000500",
 }
 
 BASELINE = r'''
@@ -67,6 +65,7 @@ if kind == "pyarrow":
 else:
     import duckdb
     con = duckdb.connect(config={"threads": 2, "memory_limit": "512MB"})
+    con.execute("SET enable_progress_bar = false")
     src = f"read_parquet('{root}/stats/docs/*.parquet')"
     t = time.perf_counter()
     con.execute(f"SELECT step, fate, reason, count(*), sum(chars) FROM {src} GROUP BY ALL").fetchall()
@@ -85,7 +84,7 @@ print(json.dumps(out))
 def baseline(kind: str, root: Path) -> dict[str, float]:
     r = subprocess.run([sys.executable, "-c", BASELINE, kind, str(root), ATTR], capture_output=True, text=True,
                        check=True)
-    return json.loads(r.stdout)
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def get(url: str) -> dict:
@@ -142,7 +141,9 @@ def measure(rows: int, repeat: int) -> dict:
         res["index_s"] = time.perf_counter() - t0
         res["index_mb"] = sum(f.stat().st_size for f in cache.rglob("*")) / 1e6
         views = {}
-        for name, path in VIEW_URLS.items():
+        urls = {**VIEW_URLS, "documents_deep_page": f"documents?fate=kept&offset={rows // 5}",
+                "document": f"document?id={res['files'] // 2:06d}-000500"}  # one in the middle of the run
+        for name, path in urls.items():
             times = []
             for _ in range(repeat):
                 t = time.perf_counter()

@@ -136,6 +136,7 @@ class RunStats:
         self._seen: set[str] = set()
         self._lock = threading.Lock()  # the driver's loop adds parts while the heartbeat thread flushes
         self._progress = _ProgressLog(f"{out_dir}/stats/progress.jsonl")
+        self._metrics = RayMetrics(self.out_dir)
 
     def add_done_parts(self, markers: list[dict[str, Any]]) -> None:
         """Parts an earlier attempt of this run finished (a resume): counted from their markers, not redone."""
@@ -235,6 +236,47 @@ class RunStats:
         line = {"t": doc["updated"], "elapsed_s": doc["elapsed_s"], "status": status, **doc["totals"],
                 "rows_processed": {s["step"]: s.get("rows_processed", 0) for s in doc["steps"]}}
         self._progress.add(json.dumps(line) + "\n", force=status != "running")
+        self._metrics.update(doc)
+
+
+class RayMetrics:
+    """The per-step counts as Ray metrics (``ray.util.metrics``), set from each stats.json render, so a cluster
+    that scrapes Ray's Prometheus endpoint sees them next to Ray's own: ``curate_step_documents{output, step,
+    kind=in|out|created}``, ``curate_step_dropped{output, step, fate=drop|error, reason}`` and
+    ``curate_run_documents{output, kind=in|out|dropped|errors}``. Gauges, not counters: stats.json's numbers are
+    totals recomputed from the parts, and a resumed run starts from the parts already done. Without a metrics
+    agent (a Ray without ``ray[default]``) they are simply not exported."""
+
+    def __init__(self, out_dir: str):
+        self.output = out_dir
+        self.gauges: dict[str, Any] | None = None
+
+    def _make(self) -> dict[str, Any]:
+        from ray.util.metrics import Gauge
+
+        return {"step": Gauge("curate_step_documents", "documents per step of a curate run",
+                              tag_keys=("output", "step", "kind")),
+                "dropped": Gauge("curate_step_dropped", "documents a step dropped or failed, by reason",
+                                 tag_keys=("output", "step", "fate", "reason")),
+                "run": Gauge("curate_run_documents", "a curate run's totals", tag_keys=("output", "kind"))}
+
+    def update(self, doc: dict[str, Any]) -> None:
+        try:
+            self.gauges = self.gauges or self._make()
+        except Exception:  # no Ray worker context in this process (stats rendered offline): nothing to export
+            return
+        g, out = self.gauges, self.output
+        for s in doc["steps"]:
+            for kind in ("in", "out", "created"):
+                if kind in s:
+                    g["step"].set(s[kind], tags={"output": out, "step": s["step"], "kind": kind})
+            for fate, key in (("drop", "dropped"), ("error", "errors")):
+                for reason, n in s[key].items():
+                    g["dropped"].set(n, tags={"output": out, "step": s["step"], "fate": fate, "reason": reason})
+        t = doc["totals"]
+        for kind, key in (("in", "documents_in"), ("out", "documents_out"), ("dropped", "dropped"),
+                          ("errors", "errors")):
+            g["run"].set(t[key], tags={"output": out, "kind": kind})
 
 
 class _ProgressLog:

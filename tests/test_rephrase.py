@@ -110,6 +110,18 @@ def test_pipeline_counts_created_documents(ray_session, tmp_path):
     assert step["created"] == 4 and step["out"] == 4 + 4 - sum(step["dropped"].values())
     docs = [x for f in (tmp_path / "out" / "documents" / "web").glob("*.jsonl.gz") for x in read_zst_jsonl(f)]
     assert sum(x["source"].endswith("wrap-medium") for x in docs) == 4 - sum(step["dropped"].values())
+    # the dashboard's rephrase view: synthetic documents by style and outcome, from the stats parquet
+    from curate.dashboard import views
+    from curate.dashboard.index import DocIndex
+    from curate.dashboard.run import Run
+
+    run = Run(str(tmp_path / "out"))
+    index = DocIndex(run, tmp_path / "cache", stats["started"])
+    index.refresh()
+    rows = views.rephrase(run, index)["rows"]
+    assert {(r["step"], r["style"]) for r in rows} == {("rephrase", "medium")}
+    assert sum(r["documents"] for r in rows if r["fate"] == "kept") == 4 - sum(step["dropped"].values())
+    assert {r["reason"]: r["documents"] for r in rows if r["fate"] != "kept"} == step["dropped"]
 
 
 class _Server(BaseHTTPRequestHandler):

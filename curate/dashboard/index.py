@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from curate.dashboard.run import Run
 
-BATCH_FILES = 256
+BATCH_FILES = 128
 # bookkeeping columns that are no score: never offered as a histogram
 NOT_SCORES = {"ord", "offset", "chars"}
 
@@ -46,7 +46,7 @@ def quote(name: str) -> str:
 class DocIndex:
     """The ``docs`` table (every stats parquet row, plus ``_file``) and ``files`` (what was ingested)."""
 
-    def __init__(self, run: Run, cache_dir: Path, started: str, memory_limit: str = "512MB", threads: int = 2):
+    def __init__(self, run: Run, cache_dir: Path, started: str, memory_limit: str = "256MB", threads: int = 2):
         key = hashlib.sha256(f"{run.root}\n{started}".encode()).hexdigest()[:20]
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.path = cache_dir / f"{key}.duckdb"
@@ -58,7 +58,9 @@ class DocIndex:
         self.error: str | None = None
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self.con.cursor()
+        cur = self.con.cursor()
+        cur.execute("SET enable_progress_bar = false")  # DuckDB draws one on stdout for queries over 2 s
+        return cur
 
     def has_docs(self, con: duckdb.DuckDBPyConnection | None = None) -> bool:
         return bool((con or self.cursor()).execute(

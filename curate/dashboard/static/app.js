@@ -58,7 +58,7 @@ function table(headers, rows, opts) {
   const numeric = (opts && opts.numeric) || [], classes = (opts && opts.classes) || {};
   const cls = (i) => (numeric.includes(i) ? { class: "n" } : classes[i] ? { class: classes[i] } : {});
   const t = el("table", opts && opts.id ? { "data-table": opts.id } : {});
-  t.appendChild(el("tr", {}, headers.map((h, i) => el("th", cls(i), h))));
+  if (headers.some((h) => h)) t.appendChild(el("tr", {}, headers.map((h, i) => el("th", cls(i), h))));
   for (const r of rows) {
     const cells = r.cells || r;
     const tr = el("tr", r.onclick ? { class: "click", on: { click: r.onclick } } : {},
