@@ -309,6 +309,12 @@ def test_compare_shows_both_runs(live):
     totals = _table(page, "compare-totals")[0]
     assert (_n(totals[1]), _n(totals[2])) == (a["totals"]["documents_out"], b["totals"]["documents_out"])
     assert a["totals"]["documents_out"] != b["totals"]["documents_out"]
+    attr = "quality_signals__heuristics__word_count"
+    h = _get(f"{live['url']}api/compare_histogram?attr={attr}")["runs"]
+    assert h[0]["edges"] == h[1]["edges"]  # the same bins, so the bars line up
+    for hist, out in zip(h, (live["a"], live["b"])):
+        assert sum(map(sum, hist["counts"].values())) == _docs(out).column(attr).drop_null().length()
+    assert _table(page, "compare")[[r[0] for r in _table(page, "compare")].index("shard")][7] == "–"
 
 
 def test_server_is_read_only_and_reads_only_its_runs(live):
@@ -433,3 +439,42 @@ def test_dashboard_reads_a_run_on_object_storage(live, tmp_path):
             _stop(server)
     finally:
         moto.stop()
+
+
+def test_step_counts_are_exported_as_ray_metrics(ray_session, tmp_path):
+    """The driver's gauges reach the node's Prometheus endpoint with stats.json's numbers."""
+    import ray
+
+    from conftest import write_jsonl
+    from curate.config import parse_config
+    from curate.runner import run_pipeline
+
+    write_jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": " ".join(ENGLISH[: 2 + 3 * i])} for i in range(4)])
+    cfg = parse_config({"input": {"paths": [str(tmp_path / "in.jsonl")]}, "steps": [
+        {"name": "quality_signals"},
+        {"name": "filter", "rules": [{"reason": "too_few_words", "keep": "quality_signals__heuristics__word_count >= 60"}]}]})
+    out = str(tmp_path / "out")
+    stats = run_pipeline(cfg, out, progress=False)
+    dropped = next(s for s in stats["steps"] if s["step"] == "filter")["dropped"]["too_few_words"]
+    assert 0 < dropped < 4
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    want = {f'ray_curate_run_documents{{kind="out",output="{out}"}}': stats["totals"]["documents_out"],
+            f'ray_curate_step_dropped{{fate="drop",output="{out}",reason="too_few_words",step="filter"}}': dropped,
+            f'ray_curate_step_documents{{kind="in",output="{out}",step="filter"}}': 4}
+    got: dict[str, float] = {}
+    deadline = time.time() + 60
+    while time.time() < deadline and len(got) < len(want):
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        for line in body.splitlines():
+            m = re.match(r"(ray_curate_\w+)\{(.*)\} (\S+)$", line)
+            if not m:
+                continue
+            tags = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+            if tags.get("output") != out:
+                continue
+            keep = {k: v for k, v in tags.items() if k in ("kind", "output", "reason", "step", "fate")}
+            name = m.group(1) + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(keep.items())) + "}"
+            if name in want:
+                got[name] = float(m.group(3))
+        time.sleep(1)
+    assert got == {k: float(v) for k, v in want.items()}

@@ -47,6 +47,8 @@ def collect(app: Dashboard) -> dict[str, Any]:
         attrs = put("attributes", {"run": k})
         for attr in attrs.get("attributes", []):
             put("histogram", {"run": k, "attr": attr})
+            if k == 0 and len(app.runs) > 1:
+                put("compare_histogram", {"run": 0, "attr": attr})
         if k:
             continue  # the browser shows the first run
         first = put("documents", {"run": 0, "offset": 0})

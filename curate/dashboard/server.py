@@ -96,6 +96,10 @@ class Dashboard:
         run, idx = self.runs[k], self.index(k)
         if view == "runs":
             return {"runs": [r.root for r in self.runs]}
+        if view == "compare_histogram":
+            if len(self.runs) < 2:
+                raise RunError("compare needs two outputs: curate dashboard OUT OUT2")
+            return views.compare_histogram(self.runs[:2], [self.index(0), self.index(1)], q.get("attr", ""))
         fn = VIEWS.get(view)
         if fn is None:
             raise RunError(f"no view {view!r}")
@@ -155,7 +159,7 @@ def make_handler(app: Dashboard) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"not found\n", "text/plain; charset=utf-8", head_only)
 
         def _api(self, view: str, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
-            if view not in VIEWS and view != "runs":
+            if view not in VIEWS and view not in ("runs", "compare_histogram"):
                 return 404, {"error": f"no view {view!r}"}
             try:
                 return 200, app.answer(view, q)

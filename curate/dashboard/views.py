@@ -185,25 +185,45 @@ def attributes(run: Run, index: DocIndex | None) -> dict[str, Any]:
     return {"attributes": cols, "default": ruled[0] if ruled else (cols[0] if cols else None), "thresholds": thr}
 
 
-def histogram(run: Run, index: DocIndex | None, attr: str, bins: int = BINS) -> dict[str, Any]:
-    """Counts of ``attr`` in ``bins`` equal bins between its min and max, split by fate; the rules' thresholds."""
+def value_range(index: DocIndex | None, attr: str) -> tuple[float | None, float | None, int]:
+    """min, max and the number of documents without a value of ``attr``."""
     if index is None or not index.has_docs():
         raise RunError("no per-document stats indexed yet")
     if attr not in index.score_columns():
         raise RunError(f"unknown attribute {attr!r}")
     col = quote(attr)
     lo, hi, n_null = query(index, f"SELECT min({col}), max({col}), count(*) - count({col}) FROM docs")[0]
+    return (None if lo is None else float(lo)), (None if hi is None else float(hi)), int(n_null)
+
+
+def histogram(run: Run, index: DocIndex | None, attr: str, bins: int = BINS,
+              span: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Counts of ``attr`` in ``bins`` equal bins between its min and max (or ``span``, so two runs' histograms
+    share their bins), split by fate; the thresholds of the rules that use it."""
+    lo, hi, n_null = value_range(index, attr)
+    col = quote(attr)
     thr = thresholds(run.stats()).get(attr, [])
     if lo is None:
         return {"attribute": attr, "edges": [], "counts": {}, "thresholds": thr, "missing": n_null}
-    lo, hi = float(lo), float(hi)
+    lo, hi = span or (lo, hi)
     width = (hi - lo) / bins if hi > lo else 1.0
     counts: dict[str, list[int]] = {}
     for b, fate, n in query(index, f"SELECT least(CAST(floor(({col} - ?) / ?) AS INTEGER), ?), fate, count(*) "
-                                   f"FROM docs WHERE {col} IS NOT NULL GROUP BY ALL", [lo, width, bins - 1]):
+                                   f"FROM docs WHERE {col} IS NOT NULL GROUP BY ALL ORDER BY 2", [lo, width, bins - 1]):
         counts.setdefault(fate, [0] * bins)[int(b)] += n
+    order = {"kept": 0, "drop": 1, "error": 2}  # the same stacking and legend in every chart
+    counts = dict(sorted(counts.items(), key=lambda kv: (order.get(kv[0], 3), kv[0])))
     return {"attribute": attr, "edges": [lo + i * width for i in range(bins + 1)], "counts": counts,
             "thresholds": thr, "missing": n_null}
+
+
+def compare_histogram(runs: list[Run], indexes: list[DocIndex | None], attr: str) -> dict[str, Any]:
+    """The histograms of ``attr`` in two runs over the same bins (the union of their ranges)."""
+    ranges = [value_range(i, attr) for i in indexes]
+    los = [r[0] for r in ranges if r[0] is not None]
+    his = [r[1] for r in ranges if r[1] is not None]
+    span = (min(los), max(his)) if los else None
+    return {"runs": [histogram(r, i, attr, span=span) for r, i in zip(runs, indexes)]}
 
 
 def dedup(run: Run, index: DocIndex | None) -> dict[str, Any]:

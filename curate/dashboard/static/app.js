@@ -253,9 +253,9 @@ const VIEWS = {
   compare: { title: "Compare", async draw(main) { await drawCompare(main); } },
 };
 
-async function histogramBox(run, attr, compareWith) {
+async function histogramBox(run, attr, compareWith, given) {
   const wrap = el("div");
-  const h = await api("histogram", { run, attr });
+  const h = given || await api("histogram", { run, attr });
   if (h.error) { wrap.appendChild(msg(h.error, true)); return wrap; }
   if (!h.edges.length) { wrap.appendChild(msg(`${attr}: no values`)); return wrap; }
   const labels = h.edges.slice(0, -1).map((e) => fmt(e, 3));
@@ -336,7 +336,8 @@ async function drawCompare(main) {
   const get = (f, st) => f.steps.find((s) => s.step === st) || {};
   const dropped = (s) => Object.values(s.dropped || {}).reduce((x, y) => x + y, 0);
   main.appendChild(table(["step", "A in", "A out", "A dropped", "B in", "B out", "B dropped", "out B−A"],
-    steps.map((st) => { const x = get(a, st), y = get(b, st); return [st, x.in, x.out, dropped(x), y.in, y.out, dropped(y), (y.out || 0) - (x.out || 0)]; }),
+    steps.map((st) => { const x = get(a, st), y = get(b, st), both = x.step && y.step;  // "–": a step one run lacks
+      return [st, x.in, x.out, x.step ? dropped(x) : null, y.in, y.out, y.step ? dropped(y) : null, both ? y.out - x.out : null]; }),
     { numeric: [1, 2, 3, 4, 5, 6, 7], id: "compare" }));
   main.appendChild(table(["", "A", "B"], [["documents out", a.totals.documents_out, b.totals.documents_out],
     ["characters out", a.characters_out, b.characters_out], ["tokens out", a.tokens_out, b.tokens_out]], { numeric: [1, 2], id: "compare-totals" }));
@@ -348,7 +349,9 @@ async function drawCompare(main) {
   main.appendChild(el("div", { class: "controls" }, "attribute ", pick));
   const row = el("div", { class: "row" });
   main.appendChild(row);
-  row.append(await histogramBox(0, state.attr, "A"), await histogramBox(1, state.attr, "B"));
+  const both = await api("compare_histogram", { attr: state.attr });  // both runs over the same bins
+  if (both.error) return main.appendChild(msg(both.error, true));
+  row.append(await histogramBox(0, state.attr, "A", both.runs[0]), await histogramBox(1, state.attr, "B", both.runs[1]));
 }
 
 // ---- tabs ----
