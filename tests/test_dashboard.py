@@ -375,8 +375,9 @@ def test_bad_outputs_give_a_message_and_the_server_keeps_serving(live, browser, 
 
 def test_report_is_self_contained_and_opens_offline(live, browser, tmp_path):
     dest = tmp_path / "report.html"
+    # the serving dashboard's cache: its index files are locked by that process, so the report builds its own
     r = subprocess.run([sys.executable, "-m", "curate.cli", "report", str(live["a"]), str(live["b"]), "-o", str(dest),
-                        "--cache-dir", str(tmp_path / "cache")], cwd=REPO, capture_output=True, text=True)
+                        "--cache-dir", str(live["tmp"] / "cache")], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     context = browser.new_context(offline=True)
     page = context.new_page()

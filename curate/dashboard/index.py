@@ -17,8 +17,11 @@ the table. The cache is keyed by the output root and the run's start time: a rer
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -51,7 +54,16 @@ class DocIndex:
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.path = cache_dir / f"{key}.duckdb"
         self.run = run
-        self.con = duckdb.connect(str(self.path), config={"memory_limit": memory_limit, "threads": threads})
+        config = {"memory_limit": memory_limit, "threads": threads}
+        try:
+            self.con = duckdb.connect(str(self.path), config=config)
+        except duckdb.IOException:
+            # another process (a second dashboard, `curate report` beside a running dashboard) holds this run's
+            # index: DuckDB allows one writer per file, so this process builds its own, removed when it exits
+            private = Path(tempfile.mkdtemp(prefix="curate-dashboard-"))
+            atexit.register(shutil.rmtree, private, True)
+            self.path = private / self.path.name
+            self.con = duckdb.connect(str(self.path), config=config)
         self.con.execute("CREATE TABLE IF NOT EXISTS files (name VARCHAR PRIMARY KEY, size BIGINT, rows BIGINT)")
         self.lock = threading.Lock()  # one ingester at a time; readers use their own cursors
         self.total_files = 0
