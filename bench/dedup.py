@@ -257,9 +257,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--small", type=int, default=25_000)
+    ap.add_argument("--clustered", type=int, default=0, metavar="N",
+                    help="instead: the clustered multilingual corpus of N documents (~4 KB each), curate vs the "
+                         "single-process datasketch baseline")
     ap.add_argument("--checkpoints-cost", action="store_true",
                     help="instead: curate at --docs with output.checkpoints on and off (twice each, alternating)")
     a = ap.parse_args()
+    if a.clustered:
+        tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-clustered-"))
+        r = clustered(a.clustered, 4000, tmp)
+        print_clustered(r)
+        import _clustered
+        docs = load_docs(_clustered.build(CACHE / f"clustered-{a.clustered}-4000", a.clustered), 3000)
+        print(f"  curate signatures on its character-shingled (zh, ja) documents: "
+              f"{char_signature_throughput(docs):.1f} MB/s on one core")
+        return
     corpus = build_corpus(a.docs)
     if a.checkpoints_cost:
         checkpoints_cost(corpus, a.docs)
@@ -298,6 +310,57 @@ def main() -> None:
           f"{sig['curate (numpy, datasketch permutations)'] / base:.0f}x datatrove per core (target >= 10x)")
     small = runs[f"curate {a.small}"]
     print(f"driver peak RSS {small['driver_mb']:.0f} MB at {a.small} docs -> {full['driver_mb']:.0f} MB at {a.docs}")
+
+
+def char_signature_throughput(docs: list[dict]) -> float:
+    """curate's signatures on the no-space (character-shingled) documents alone, MB/s on one core."""
+    from operators.dedup.common import normalize_many
+    from operators.dedup.minhash import signatures, token_hashes, uses_char_shingles
+
+    texts = [d["text"] for d in docs]
+    norms = normalize_many(texts)
+    char = [n for n in norms if uses_char_shingles(n)]
+    mb = sum(len(n.encode()) for n in char) / 1e6
+    t = time.perf_counter()
+    for s in range(0, len(char), 256):
+        signatures([token_hashes(n, 5, 5, True) for n in char[s:s + 256]], 112, 1)
+    return mb / (time.perf_counter() - t) if char else float("nan")
+
+
+def clustered(n_docs: int, doc_chars: int, tmp: Path, baseline: bool = True) -> dict:
+    """curate's minhash_dedup (defaults) and the single-process baseline on the clustered corpus, P/R both."""
+    import _clustered
+
+    corpus = _clustered.build(CACHE / f"clustered-{n_docs}-{doc_chars}", n_docs, doc_chars)
+    truth = json.loads((corpus / "truth.json").read_text())
+    res: dict = {"docs": len(truth), "mb": sum(f.stat().st_size for f in corpus.glob("*.zst")) / 1e6}
+    if baseline:
+        files = [str(f) for f in sorted(corpus.glob("*.jsonl.zst"))]
+        m = measure([sys.executable, "-c", _clustered.BASELINE, *files])
+        b = json.loads(m["stdout"].strip().splitlines()[-1])
+        res["baseline"] = {"wall_s": m["wall_s"], "rss_mb": m["driver_mb"], **{k: v for k, v in b.items()
+                                                                              if k != "cluster"},
+                           **_clustered.pair_quality(b["cluster"], truth)}
+    r = run_curate(corpus, len(truth) + 5000, tmp, tag=f"-clustered-{n_docs}")
+    pred = {i: c for i, (c, _) in r["assign"].items()}
+    res["curate"] = {k: r[k] for k in ("wall_s", "dedup_s", "elapsed_s", "stages", "driver_mb", "worker_mb")}
+    res["curate"].update(_clustered.pair_quality(pred, truth))
+    return res
+
+
+def print_clustered(r: dict) -> None:
+    b, c = r.get("baseline"), r["curate"]
+    print(f"\nclustered corpus: {r['docs']:,} documents ({r['mb']:.0f} MB compressed), 9 languages (zh, ja in "
+          f"characters), clusters of 10-99 variants")
+    print(f"{'':<30}{'wall s':>8}{'dedup s':>9}{'precision':>10}{'recall':>8}{'clusters':>10}")
+    if b:
+        print(f"{'datasketch+LSH+union-find (1 proc)':<30}{b['wall_s']:>8.1f}{b['signatures_s'] + b['lsh_union_find_s']:>9.1f}"
+              f"{b['precision']:>10.3f}{b['recall']:>8.3f}{b['clusters_found']:>10}")
+    print(f"{'curate minhash_dedup (2 CPUs)':<30}{c['wall_s']:>8.1f}{c['dedup_s']:>9.1f}{c['precision']:>10.3f}"
+          f"{c['recall']:>8.3f}{c['clusters_found']:>10}   (true clusters: {c['clusters_true']})")
+    print("  curate stages (wall s): " + ", ".join(f"{k}={v:.1f}" for k, v in c["stages"].items()))
+    if b:
+        print(f"  curate / baseline wall: {c['wall_s'] / b['wall_s']:.2f}x (target <= 0.5x)")
 
 
 def checkpoints_cost(corpus: Path, n_docs: int) -> None:

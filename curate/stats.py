@@ -249,7 +249,7 @@ class RayMetrics:
 
     def __init__(self, out_dir: str):
         self.output = out_dir
-        self.gauges: dict[str, Any] | None = None
+        self.gauges: dict[str, Any] | None = {}  # {}: not made yet; None: given up
 
     def _make(self) -> dict[str, Any]:
         from ray.util.metrics import Gauge
@@ -261,10 +261,15 @@ class RayMetrics:
                 "run": Gauge("curate_run_documents", "a curate run's totals", tag_keys=("output", "kind"))}
 
     def update(self, doc: dict[str, Any]) -> None:
+        if self.gauges is None:
+            return
         try:
             self.gauges = self.gauges or self._make()
-        except Exception:  # no Ray worker context in this process (stats rendered offline): nothing to export
-            return
+            self._set(doc)
+        except Exception:  # metrics are a courtesy: a Ray that cannot take them must not stop the run's stats
+            self.gauges = None
+
+    def _set(self, doc: dict[str, Any]) -> None:
         g, out = self.gauges, self.output
         for s in doc["steps"]:
             for kind in ("in", "out", "created"):
