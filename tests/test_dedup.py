@@ -364,3 +364,31 @@ def test_verification_keeps_true_pairs_and_drops_loose_ones(ray_session, corpus,
     joined_before = sum(rows[v]["minhash_dedup__cluster"] == rows[b]["minhash_dedup__cluster"] for v, b in lo)
     joined_after = sum(strict[v]["minhash_dedup__cluster"] == strict[b]["minhash_dedup__cluster"] for v, b in lo)
     assert joined_before > 0 and joined_after == 0
+
+
+def test_signer_slices_give_the_signatures_of_one_pass(monkeypatch):
+    """The signer works through a block in slices of text (cache-sized passes); any slicing gives the same rows,
+    word and character shingled documents alike, each equal to its document's own signature."""
+    import pyarrow as pa
+
+    from curate import schema
+    from operators.dedup import minhash
+
+    rng = random.Random(5)
+    texts = [edit(t, 0.05, rng) for t in real_texts()[:30]]
+    texts += ["我们在韩国留学的时候，有一天接到一个通知。学校带我们留学生去旅行。" * (k + 1) for k in range(5)]
+    texts += ["", "!!!", "短い"]
+    table = schema.conform(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts,
+                                     schema.FILE: ["f"] * len(texts), schema.ORD: list(range(len(texts)))}))
+    signer = minhash._Signer(minhash.MinHashParams(), {"f": 0})
+    sigs = {}
+    for limit in (1, 500, 1 << 30):
+        monkeypatch.setattr(minhash, "SLICE_CHARS", limit)
+        sigs[limit] = signer(table).column("sig").to_pylist()
+    assert sigs[1] == sigs[500] == sigs[1 << 30]
+    for text, sig in zip(texts, sigs[1]):
+        norm = normalize(text)
+        if norm:
+            char = minhash.uses_char_shingles(norm)
+            want = signature(token_hashes(norm, 5, 5, char), 112, 1)
+            assert np.array_equal(np.array(sig, np.uint32), want)
