@@ -260,9 +260,24 @@ def main() -> None:
     ap.add_argument("--clustered", type=int, default=0, metavar="N",
                     help="instead: the clustered multilingual corpus of N documents (~4 KB each), curate vs the "
                          "single-process datasketch baseline")
+    ap.add_argument("--scale", type=int, nargs="+", metavar="N",
+                    help="instead: curate alone on clustered corpora of N documents of ~1 KB (e.g. 100000 300000 "
+                         "1000000): wall, time per document, driver and largest worker RSS, precision/recall")
     ap.add_argument("--checkpoints-cost", action="store_true",
                     help="instead: curate at --docs with output.checkpoints on and off (twice each, alternating)")
     a = ap.parse_args()
+    if a.scale:
+        tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-scale-"))
+        print(f"{'docs':>10}{'zst MB':>8}{'wall s':>9}{'dedup s':>9}{'us/doc':>8}{'driver MB':>11}{'worker MB':>11}"
+              f"{'precision':>10}{'recall':>8}  stages")
+        for n in a.scale:
+            r = clustered(n, 1000, tmp, baseline=False)
+            c = r["curate"]
+            print(f"{r['docs']:>10,}{r['mb']:>8.0f}{c['wall_s']:>9.1f}{c['dedup_s']:>9.1f}"
+                  f"{1e6 * c['dedup_s'] / r['docs']:>8.0f}{c['driver_mb']:>11.0f}{c['worker_mb']:>11.0f}"
+                  f"{c['precision']:>10.3f}{c['recall']:>8.3f}  "
+                  + ", ".join(f"{k}={v:.1f}" for k, v in c["stages"].items()), flush=True)
+        return
     if a.clustered:
         tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-clustered-"))
         r = clustered(a.clustered, 4000, tmp)
