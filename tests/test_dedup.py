@@ -231,6 +231,16 @@ def test_incremental_dedup_against_a_saved_index(ray_session, corpus, tmp_path):
     dup_share = np.mean([rows[v["id"]]["minhash_dedup__minhash__duplicate"] == 1.0 for v in variants])
     assert dup_share >= 0.95
     assert (rows["fresh"]["minhash_dedup__minhash__duplicate"] == 0)
+    # an index is only comparable under the same signature parameters: other bands are refused, not matched
+    from curate.config import ConfigError
+    with pytest.raises(ConfigError, match=r"bands=14 \(this step: 7\), rows=8 \(this step: 16\)"):
+        run_pipeline(parse_config({"input": {"paths": [str(new)]}, "steps": [
+            {"name": "minhash_dedup", "bands": 7, "rows": 16, "against": [str(index)]}]}), str(tmp_path / "o3"),
+            progress=False)
+    (index / "_curate_index.json").unlink()
+    with pytest.raises(ConfigError, match="rebuild it with save_index"):
+        run_pipeline(parse_config({"input": {"paths": [str(new)]}, "steps": [
+            {"name": "minhash_dedup", "against": [str(index)]}]}), str(tmp_path / "o4"), progress=False)
 
 
 # ------------------------------------------------------------------------------------------ units
@@ -392,3 +402,45 @@ def test_signer_slices_give_the_signatures_of_one_pass(monkeypatch):
             char = minhash.uses_char_shingles(norm)
             want = signature(token_hashes(norm, 5, 5, char), 112, 1)
             assert np.array_equal(np.array(sig, np.uint32), want)
+
+
+def test_block_shingles_equal_the_per_document_definition():
+    """The block path (code-point class table, one array per block) gives each document exactly the shingles of
+    token_hashes(normalize(text), ...) with uses_char_shingles' choice, on awkward Unicode and on documents whose
+    script changes around the 2,000-character sample that decides char or word shingles."""
+    from operators.dedup import minhash
+
+    rng = random.Random(11)
+    texts = ["", "!!!", " \t\n", "a", "a b", "短い", "İstanbul ǰ ß ﬁ Ｄ２ ½ ＡＢＣ，中文。", "x\x00y\x00 z",
+             "tabs\tand\u3000ideographic\u00a0nbsp\r\nlines\u2028sep", "😀 emoji 😀 text 𠀀𠀁 ext-b", "__ _a_ b_",
+             "ไทย ภาษา ไทย", "한국어 텍스트 입니다 정말", "a-b c.d e,f g;h i:j", "Ωμέγα ΣΊΣΥΦΟΣ", "ǅ ǈ ǋ ﬀ ﬃ",
+             "english words here " * 150 + "中文文本" * 800, "中文文本" * 600 + " english words here" * 300,
+             "ok " * 1990 + "中文" * 100, "中" * 1500 + " a" * 400 + "文" * 700]
+    pools = [(0x20, 0x7F), (0x80, 0x3000), (0x3000, 0xA000), (0xAC00, 0xD7A4), (0x10000, 0x20000)]
+    for _ in range(200):
+        texts.append("".join(" " if rng.random() < 0.15 else chr(rng.randrange(*rng.choice(pools)))
+                             for _ in range(rng.randrange(0, 80))))
+    texts += [edit(t, 0.05, rng) for t in real_texts()[:20]]
+    rng.shuffle(texts)
+    for shingle in ("auto", "word", "char"):
+        for k in (1, 3, 5):
+            hv, dv = minhash.block_shingles(texts, k, k + 1, shingle)
+            assert np.all(np.diff(dv) >= 0)
+            for i, t in enumerate(texts):
+                norm = normalize(t)
+                char = shingle == "char" or (shingle == "auto" and uses_char_shingles(norm))
+                want = token_hashes(norm, k, k + 1, char) if norm else np.empty(0, np.uint32)
+                assert np.array_equal(np.unique(hv[dv == i]), want), (shingle, k, t[:60])
+
+
+def test_class_table_is_what_normalize_keeps():
+    """Every code point: word characters are what `\\w` keeps (isalnum or _), spaces what str.split() splits on."""
+    from operators.dedup import minhash
+
+    cls = minhash._classes()
+    chars = [chr(c) for c in range(1, 0x110000)]
+    word = np.array([c.isalnum() or c == "_" for c in chars])
+    space = np.array([c.isspace() for c in chars])
+    assert np.array_equal(cls[1:] == minhash._WORD, word)
+    assert np.array_equal(cls[1:] == minhash._SPACE, space)
+    assert cls[0] == minhash._SEP

@@ -2,13 +2,16 @@
 
 Stages (each timed into stats as ``minhash_dedup:<stage>``):
 
-1. **shingle + sign** (per block, parallel): text normalised (NFKC, lowercase, Unicode punctuation removed,
+1. **shingle + sign** (per block, parallel): text normalised (NFKC, casefold, Unicode punctuation removed,
    whitespace collapsed); shingles are word ``ngram``-grams, or character ``char_ngram``-grams for text mostly in
-   scripts written without spaces (Chinese, Japanese, Thai, ...). Token hashes are a vectorised 64-bit
-   polynomial hash of the UTF-8 bytes (numpy; no Python loop per shingle), folded to 32 bits; the permutations
-   are datasketch's own (``MinHash(num_perm, seed).permutations``, scheme ``affine32``: MurmurHash3 fmix32 then
-   ``a*h + b mod 2^32``), so a signature equals ``datasketch.MinHash(..., hashfunc=<our token hash>)``'s
-   (tested). Per document only the signature survives: ``num_perm * 4`` bytes plus an 8-byte node id.
+   scripts written without spaces (Chinese, Japanese, Thai, ...). After case folding, a block is one array of
+   code points: normalisation is a class lookup per code point, tokens a 64-bit polynomial hash of their code
+   points, shingles a rolling combination of token hashes folded to 32 bits, all vectorised over the block (no
+   regex pass, no Python loop per document or shingle). The permutations are datasketch's own
+   (``MinHash(num_perm, seed).permutations``, scheme ``affine32``: MurmurHash3 fmix32 then ``a*h + b mod 2^32``),
+   applied one permutation at a time over every hash of the block, so a signature equals
+   ``datasketch.MinHash(..., hashfunc=<our token hash>)``'s (tested). Per document only the signature survives:
+   ``num_perm * 4`` bytes plus an 8-byte node id.
 2. **band**: ``bands`` x ``rows`` of the signature; each band is hashed to 64 bits; rows (band key, node) are
    hash-shuffled so each bucket lands in one block, and every bucket member is linked to the bucket's smallest
    node (star edges: n-1 edges for a bucket of n, not n^2).
@@ -30,6 +33,7 @@ weighted false-positive + false-negative area under the S-curve is chosen, as da
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from typing import Literal
@@ -40,12 +44,11 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from operators.dedup import common as dedup
-from operators.dedup.common import normalize_many
 from curate import schema, storage
 from curate.operator import Params, RunContext
 
 U64 = np.uint64
-_P = U64(0x100000001B3)  # odd multiplier of the byte polynomial (FNV prime)
+_P = U64(0x100000001B3)  # odd multiplier of the code-point polynomial (FNV prime)
 _Q = U64(0x9E3779B97F4A7C15)  # odd multiplier combining token hashes into shingles
 _NO_SPACE_SCRIPTS = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x0E00, 0x0E7F),
                      (0x0E80, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0xAC00, 0xD7AF))
@@ -91,13 +94,13 @@ def _bucket(n: int) -> int:
 def token_hashes(norm: str, ngram: int, char_ngram: int, char_mode: bool) -> np.ndarray:
     """32-bit hashes of the document's shingles (unique, sorted)."""
     if char_mode:
-        units = np.frombuffer(norm.replace(" ", "").encode("utf-32-le"), dtype=np.uint32)
+        units = np.frombuffer(norm.replace(" ", "").encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         k = char_ngram
         if len(units) == 0:
             return np.empty(0, np.uint32)
         tok = units.astype(U64) + U64(1)
     else:
-        data = np.frombuffer(norm.encode("utf-8"), dtype=np.uint8)
+        data = np.frombuffer(norm.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         if len(data) == 0:
             return np.empty(0, np.uint32)
         spaces = np.flatnonzero(data == 0x20)
@@ -115,25 +118,113 @@ def token_hashes(norm: str, ngram: int, char_ngram: int, char_mode: bool) -> np.
     return np.unique(_finish(h))
 
 
-def block_word_shingles(norms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Word k-gram hashes of many normalised documents at once: (hashes uint32, document index), in document
-    order. Equal, per document, to token_hashes(norm, k, ...) up to order and repetition (which MinHash ignores)."""
-    n_docs = len(norms)
-    data = np.frombuffer("\n".join(norms).encode("utf-8"), dtype=np.uint8)
-    if len(data) == 0:
-        return np.empty(0, np.uint32), np.empty(0, np.int64)
-    sep = (data == 0x20) | (data == 0x0A)
-    cuts = np.flatnonzero(sep)
-    starts = np.r_[0, cuts + 1]
-    ends = np.r_[cuts, len(data)]
-    nonempty = ends > starts
-    starts, ends = starts[nonempty], ends[nonempty]
-    newline_before = np.cumsum(np.r_[0, (data == 0x0A)[:-1]])  # docs started before each byte
-    doc = newline_before[starts].astype(np.int64)
-    tok = _segment_hashes(data.astype(U64) + U64(1), starts, ends)
-    words_per_doc = np.bincount(doc, minlength=n_docs)
+# Character classes for the block path, over every code point (built once per process, ~0.05 s): what
+# normalize() does to a folded character, as a table lookup instead of regex passes over the text.
+_DROP, _WORD, _SPACE, _SEP = 0, 1, 2, 3
+
+
+@lru_cache(maxsize=1)
+def _classes() -> np.ndarray:
+    """uint8 class of each code point: _DROP for what normalize() removes (``[^\\w\\s]``), _SPACE for whitespace,
+    _SEP for NUL (the document separator of a block), _WORD otherwise."""
+    import re
+
+    every = np.arange(0x110000, dtype=np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
+    cls = np.full(0x110000, _WORD, dtype=np.uint8)
+    for m in re.finditer(r"[^\w\s]+", every):
+        cls[m.start():m.end()] = _DROP
+    for m in re.finditer(r"\s+", every):
+        cls[m.start():m.end()] = _SPACE
+    cls[0] = _SEP
+    return cls
+
+
+def _no_space_table() -> np.ndarray:
+    t = np.zeros(0x110000, dtype=bool)
+    for lo, hi in _NO_SPACE_SCRIPTS:
+        t[lo:hi + 1] = True
+    return t
+
+
+_NO_SPACE = lru_cache(maxsize=1)(_no_space_table)
+
+
+def block_shingles(texts: list[str], ngram: int, char_ngram: int, shingle: str) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of many raw texts at once: (uint32 hashes, document index), sorted by document.
+
+    Per document the same set as ``token_hashes(normalize(text), ngram, char_ngram, uses_char_shingles(...))``
+    (tested), but normalisation after case folding is a table lookup per code point and every later step is a
+    vectorised pass over the whole block: no regex pass, no per-document string splitting."""
+    from operators.dedup.common import fold
+
+    n_docs = len(texts)
+    joined = "\x00".join(fold(t.replace("\x00", "")) for t in texts)
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    cls = _classes()[cps]
+    keep = cls != _DROP
+    if not keep.all():
+        cps, cls = cps[keep], cls[keep]
+    word = cls == _WORD
+    wcp = cps[word]
+    # a token starts at a word character after a space or a separator (or at the block's start), so documents
+    # never share a token; a document's word characters start at the first token after its separator
+    tok_start = (word & ~np.r_[False, word[:-1]])[word]
+    tok = np.cumsum(tok_start, dtype=np.int32) - 1  # global token ordinal of each word character
+    seps = np.flatnonzero(cls == _SEP)
+    doc_first = np.r_[0, np.cumsum(word, dtype=np.int32)[seps] if len(seps) else seps].astype(np.int64)
+    wdoc = np.repeat(np.arange(n_docs, dtype=np.int32), np.diff(np.r_[doc_first, len(wcp)]))
+    if shingle == "char":
+        char_doc = np.ones(n_docs, dtype=bool)
+    elif shingle == "word":
+        char_doc = np.zeros(n_docs, dtype=bool)
+    else:
+        char_doc = _char_mode(wcp, tok, doc_first)
     hashes, docs_of = [], []
+    in_char = char_doc[wdoc]
+    if in_char.any():
+        h, d = _kgrams(wcp[in_char].astype(U64) + U64(1), wdoc[in_char], char_ngram)
+        hashes.append(h)
+        docs_of.append(d)
+    if not in_char.all():
+        h, d = _word_kgrams(wcp[~in_char], wdoc[~in_char], tok_start[~in_char], ngram)
+        hashes.append(h)
+        docs_of.append(d)
+    if not hashes:
+        return np.empty(0, np.uint32), np.empty(0, np.int64)
+    hv, dv = np.concatenate(hashes), np.concatenate(docs_of)
+    order = np.argsort(dv, kind="stable")
+    return hv[order], dv[order]
+
+
+def _char_mode(wcp: np.ndarray, tok: np.ndarray, doc_first: np.ndarray) -> np.ndarray:
+    """uses_char_shingles(normalize(text)) per document, from its word characters. A word character's place in the
+    normalised text is its ordinal among the document's word characters plus the spaces before it (its token's
+    ordinal in the document); only places below 2,000 count. ``i + tok[i]`` grows along the block, so each
+    document's cut is one searchsorted, and its counts differences of running sums."""
+    n = len(wcp)
+    if n == 0:
+        return np.zeros(len(doc_first), dtype=bool)
+    key = tok + np.arange(n, dtype=np.int32)
+    end = np.r_[doc_first[1:], n]
+    cut = np.minimum(np.searchsorted(key, key[np.minimum(doc_first, n - 1)] + 2000), end)
+    # sums over [first, cut) of each document: reduceat over the interleaved bounds, every other result (a zero
+    # appended so that a bound may be n; reduceat gives x[i] for an empty range, hence the mask)
+    bounds = np.stack([doc_first, cut], axis=1).reshape(-1)
+    empty = cut <= doc_first
+    counts = []
+    for flags in (wcp > 0x40, _NO_SPACE()[wcp]):
+        c = np.add.reduceat(np.r_[flags.view(np.uint8), np.uint8(0)], bounds, dtype=np.int64)[::2]
+        c[empty] = 0
+        counts.append(c)
+    n_letters, n_no_space = counts
+    return (n_letters > 0) & (n_no_space / np.maximum(n_letters, 1) > 0.3)  # uses_char_shingles' own test
+
+
+def _kgrams(tok: np.ndarray, doc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of the k-grams of consecutive units (uint64 values) within each document (doc sorted); a document of
+    fewer than k units has one shingle, all of them (as token_hashes)."""
     m = len(tok) - k + 1
+    hashes, docs_of = [], []
     if m > 0:
         with np.errstate(over="ignore"):
             h = np.zeros(m, dtype=U64)
@@ -142,14 +233,24 @@ def block_word_shingles(norms: list[str], k: int) -> tuple[np.ndarray, np.ndarra
         valid = doc[:m] == doc[k - 1:]
         hashes.append(_finish(h[valid]))
         docs_of.append(doc[:m][valid])
-    for d in np.flatnonzero((words_per_doc > 0) & (words_per_doc < k)):  # shorter than one n-gram
-        hashes.append(token_hashes(norms[d], k, k, False))
-        docs_of.append(np.full(len(hashes[-1]), d, dtype=np.int64))
+    ds, starts, counts = np.unique(doc, return_index=True, return_counts=True)
+    for d, s, c in zip(ds[counts < k], starts[counts < k], counts[counts < k]):  # shorter than one k-gram
+        with np.errstate(over="ignore"):
+            h = U64(0)
+            for v in tok[s:s + c]:
+                h = h * _Q + v
+        hashes.append(_finish(np.array([h], dtype=U64)))
+        docs_of.append(np.array([d], dtype=np.int64))
     if not hashes:
         return np.empty(0, np.uint32), np.empty(0, np.int64)
-    hv, dv = np.concatenate(hashes), np.concatenate(docs_of)
-    order = np.argsort(dv, kind="stable")
-    return hv[order], dv[order]
+    return np.concatenate(hashes), np.concatenate(docs_of).astype(np.int64)
+
+
+def _word_kgrams(wcp: np.ndarray, wdoc: np.ndarray, tok_start: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Word k-grams of the word characters of word-shingled documents (each token hashed over its code points)."""
+    first = np.flatnonzero(tok_start)  # first code point of each token
+    tok_hash = _segment_hashes(wcp.astype(U64) + U64(1), first, np.r_[first[1:], len(wcp)])
+    return _kgrams(tok_hash, wdoc[first].astype(np.int64), k)
 
 
 def _finish(h: np.ndarray) -> np.ndarray:
@@ -184,7 +285,7 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return _PERMUTATIONS[key]
 
 
-def signatures(hash_sets: list[np.ndarray], num_perm: int, seed: int, chunk: int = 1 << 13) -> np.ndarray:
+def signatures(hash_sets: list[np.ndarray], num_perm: int, seed: int, chunk: int = 1 << 20) -> np.ndarray:
     """Signatures of many documents at once (n_docs x num_perm)."""
     lengths = np.fromiter((len(h) for h in hash_sets), dtype=np.int64, count=len(hash_sets))
     flat = np.concatenate(hash_sets) if hash_sets else np.empty(0, np.uint32)
@@ -193,24 +294,29 @@ def signatures(hash_sets: list[np.ndarray], num_perm: int, seed: int, chunk: int
 
 
 def signatures_flat(hashes: np.ndarray, doc_of: np.ndarray, n: int, num_perm: int, seed: int,
-                    chunk: int = 1 << 13) -> np.ndarray:
-    """One vectorised pass over the token hashes of many documents (doc_of sorted), reduced per document with
-    minimum.reduceat: numpy's per-call overhead is paid per block, not per document. Rows of documents without
-    shingles stay all-max (datasketch's empty MinHash)."""
+                    chunk: int = 1 << 20) -> np.ndarray:
+    """Signatures of many documents from their token hashes (doc_of sorted): per permutation one vectorised
+    multiply-add over all hashes of the block and one minimum.reduceat per document. A contiguous 1-D pass per
+    permutation runs ~5x faster than one (hashes x num_perm) matrix, whose rows leave the caches. Rows of
+    documents without shingles stay all-max (datasketch's empty MinHash)."""
     a, b = permutations(num_perm, seed)
     out = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     if n == 0 or len(hashes) == 0:
         return out
     allh = _fmix32(hashes.astype(np.uint32))
+    buf = np.empty(min(chunk, len(allh)), dtype=np.uint32)
     with np.errstate(over="ignore"):
-        for s in range(0, len(allh), chunk):  # bounded memory: chunk x num_perm uint32 at a time
+        for s in range(0, len(allh), chunk):  # bounded memory: a document may span chunks
             hv, docs = allh[s:s + chunk], doc_of[s:s + chunk]
-            vals = hv[:, None] * a[None, :] + b[None, :]  # (chunk, num_perm): rows contiguous for reduceat
+            v = buf[:len(hv)]
             starts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
-            mins = np.minimum.reduceat(vals, starts, axis=0)  # (docs in chunk, num_perm)
             rows = docs[starts]
-            np.minimum(out[rows], mins, out=mins)
-            out[rows] = mins
+            mins = np.empty((num_perm, len(starts)), dtype=np.uint32)
+            for i in range(num_perm):
+                np.multiply(hv, a[i], out=v)
+                np.add(v, b[i], out=v)
+                mins[i] = np.minimum.reduceat(v, starts)
+            out[rows] = np.minimum(out[rows], mins.T)
     return out
 
 
@@ -307,6 +413,8 @@ class MinHashDedup(dedup.DedupOperator):
     def apply(self, ds, ctx: RunContext):
         p: MinHashParams = self.params  # type: ignore[assignment]
         bands, rows = p.band_rows()
+        for path in p.against:  # before any work
+            _check_index(path, p, bands, rows)
         ds, timer = self.materialize(ds, ctx)
 
         file_index = ctx.file_index
@@ -341,6 +449,8 @@ class MinHashDedup(dedup.DedupOperator):
             if p.save_index:
                 _save_index(sigs, decisions, keys_of=_BandRows(bands, rows), path=p.save_index,
                             partitions=p.partitions)
+                with storage.open(f"{p.save_index}/{INDEX_MANIFEST}", "w") as f:
+                    f.write(json.dumps(_index_manifest(p, bands, rows), sort_keys=True))
                 timer.done("save_index", 0)
             return decisions
 
@@ -375,24 +485,14 @@ class _Signer:
 
     def _sign(self, texts: list[str]) -> np.ndarray:
         p = self.p
-        norms = normalize_many(texts)
-        char_mode = np.array([p.shingle == "char" or (p.shingle == "auto" and uses_char_shingles(x)) for x in norms],
-                             dtype=bool)
-        word_docs = np.flatnonzero(~char_mode)
-        hv, dv = block_word_shingles([norms[i] for i in word_docs], p.ngram)
-        sig = np.full((len(norms), p.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-        sig[word_docs] = signatures_flat(hv, dv, len(word_docs), p.num_perm, p.seed)
-        char_docs = np.flatnonzero(char_mode)
-        if len(char_docs):
-            sig[char_docs] = signatures([token_hashes(norms[i], p.ngram, p.char_ngram, True) for i in char_docs],
-                                        p.num_perm, p.seed)
-        return sig
+        hv, dv = block_shingles(texts, p.ngram, p.char_ngram, p.shingle)
+        return signatures_flat(hv, dv, len(texts), p.num_perm, p.seed)
 
 
-# Characters of text per vectorised pass. The passes make ~8 bytes of uint64 per byte of text several times over (byte values,
-# prefix sums, powers of the polynomial): over a whole Ray block (tens of MB when blocks are large) they leave the
-# caches and grow the powers table to the block's size, measured at ~2.5 MB/s per core on 5,000 4-KB documents
-# against ~7 MB/s in slices of this size.
+# Characters of text per vectorised pass. The passes make several uint32/uint64 arrays as long as the text (code
+# points, classes, prefix sums, powers of the polynomial): over a whole Ray block (tens of MB when blocks are large)
+# they leave the caches and grow the powers table to the block's size (measured ~2.5x slower per core on 5,000
+# 4-KB documents than in slices of this size).
 SLICE_CHARS = 1 << 20
 
 
@@ -487,6 +587,33 @@ def _save_index(sigs, decisions, keys_of: _BandRows, path: str, partitions: int)
     if not storage.is_url(path):
         os.makedirs(path, exist_ok=True)
     kept.map_batches(keys_of, batch_format="pyarrow", batch_size=None).select_columns(["key"]).write_parquet(path)
+
+
+INDEX_MANIFEST = "_curate_index.json"
+# Bumped whenever band keys of the same text change (2: tokens hashed over code points, not UTF-8 bytes).
+INDEX_FORMAT = 2
+
+
+def _index_manifest(p: MinHashParams, bands: int, rows: int) -> dict:
+    """What band keys depend on: an index is only comparable with a run that agrees on all of it."""
+    return {"format": INDEX_FORMAT, "num_perm": p.num_perm, "seed": p.seed, "bands": bands, "rows": rows,
+            "ngram": p.ngram, "char_ngram": p.char_ngram, "shingle": p.shingle}
+
+
+def _check_index(path: str, p: MinHashParams, bands: int, rows: int) -> None:
+    """An index made with other parameters (or an older key format) would match nothing, silently: refuse it."""
+    from curate.config import ConfigError
+
+    try:
+        with storage.open(f"{path}/{INDEX_MANIFEST}", "r") as f:
+            have = json.loads(f.read())
+    except FileNotFoundError:
+        raise ConfigError([f"minhash_dedup.against: {path}: no {INDEX_MANIFEST}: not a band-key index of this "
+                           f"curate version (format {INDEX_FORMAT}); rebuild it with save_index"]) from None
+    want = _index_manifest(p, bands, rows)
+    diff = [f"{k}={have.get(k)!r} (this step: {v!r})" for k, v in want.items() if have.get(k) != v]
+    if diff:
+        raise ConfigError([f"minhash_dedup.against: {path}: made with other parameters: " + ", ".join(diff)])
 
 
 def _load_index(path: str):
