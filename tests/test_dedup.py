@@ -444,3 +444,22 @@ def test_class_table_is_what_normalize_keeps():
     assert np.array_equal(cls[1:] == minhash._WORD, word)
     assert np.array_equal(cls[1:] == minhash._SPACE, space)
     assert cls[0] == minhash._SEP
+
+
+def test_nfkc_fast_path_is_exact():
+    """common.nfkc (each character replaced by its own image, then checked) equals unicodedata's NFKC, on random
+    text mixing compatibility characters, combining marks, Hangul jamo and full-width forms; and no code point at
+    or above its table's limit is changed by NFKC on its own."""
+    import unicodedata
+
+    from operators.dedup import common
+
+    rng = random.Random(2)
+    pools = [(0x20, 0x300), (0x300, 0x370), (0x1100, 0x1200), (0x3000, 0x3400), (0xAC00, 0xAC40), (0xF900, 0x10000),
+             (0x1D400, 0x1D800), (0x2F800, 0x2FA20), (0x30000, 0x30010)]
+    for _ in range(5000):
+        s = "".join(chr(rng.randrange(*rng.choice(pools))) for _ in range(rng.randrange(0, 30)))
+        assert common.nfkc(s) == unicodedata.normalize("NFKC", s), s
+    assert common.nfkc("中文，测试…ﬁ") == "中文,测试...fi"
+    assert all(unicodedata.normalize("NFKC", chr(c)) == chr(c) for c in range(common._NFKC_LIMIT, 0x110000)
+               if not 0xD800 <= c < 0xE000)
