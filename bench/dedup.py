@@ -423,6 +423,8 @@ def print_clustered(r: dict) -> None:
     print("  curate stages (wall s): " + ", ".join(f"{k}={v:.1f}" for k, v in c["stages"].items())
           + f"; signatures stage {r['text_mb'] / c['stages']['signatures'] / 2:.1f} MB/s per core")
     if b:
+        print(f"  the script's signatures (datasketch MinHash.bulk, one core, this run): "
+              f"{r['text_mb'] / b['signatures_s']:.1f} MB/s")
         print(f"  curate's whole minhash_dedup step / baseline wall: {c['median_dedup_s'] / b['median_wall_s']:.2f}x "
               f"(target <= 0.5x); curate's whole command (Ray start, read, write the output) / baseline wall: "
               f"{c['median_wall_s'] / b['median_wall_s']:.2f}x")

@@ -254,6 +254,19 @@ def registry() -> dict[str, type[Operator]]:
     return {name: p.cls for name, p in plugins().items()}
 
 
+# A whole-dataset step's pass over a materialised input of at most this many bytes may run as one task over all
+# of it instead of a distributed pass (a Ray Data shuffle or a pass per block): the same function over the same
+# rows, so the same result (each step tests both paths), but without the seconds of fixed cost every Ray Data
+# execution has whatever its size, which made each whole-dataset step of a 91-document sample take seconds to
+# tens of seconds. 64 MiB of keys/edges/signatures is ~200k documents' worth.
+ONE_TASK_BYTES = 64 << 20
+
+
+def fits_one_task(ds: "ray.data.Dataset") -> bool:
+    """A materialised, non-empty dataset small enough (ONE_TASK_BYTES) for one task to hold all of it."""
+    return ds.count() > 0 and ds.size_bytes() <= ONE_TASK_BYTES
+
+
 def mark(
     table: pa.Table,
     mask: np.ndarray | pa.Array | list[bool],

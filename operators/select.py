@@ -14,6 +14,7 @@ score, are dropped with ``reason``. The threshold and the kept share are recorde
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curate import schema
-from curate.operator import DatasetOperator, Params, Reason, RunContext, mark
+from curate.operator import DatasetOperator, Params, Reason, RunContext, fits_one_task, mark
 
 BINS = 1 << 16
 
@@ -101,49 +102,67 @@ class Select(DatasetOperator):
         return ds.map_batches(apply_block, batch_format="pyarrow", batch_size=None)
 
     def _threshold(self, ds, p: SelectParams, timer) -> tuple[float, dict]:
-        attr = p.attribute
+        import ray
 
-        def rng(table: pa.Table) -> pa.Table:
-            s, _ = _scores_chars(table, attr)
-            s = s[~np.isnan(s)]
-            lo, hi = (float(s.min()), float(s.max())) if len(s) else (math.inf, -math.inf)
-            return pa.table({"lo": [lo], "hi": [hi]})
+        if fits_one_task(ds):  # small input: the same passes in one task, not three Ray Data executions
+            t, info = ray.get(ray.remote(num_cpus=1)(_threshold_local).remote(p, *ds.to_arrow_refs()))
+        else:
+            def each(fn: Callable[[pa.Table], pa.Table]) -> list[pa.Table]:
+                return [pa.Table.from_batches([x]) if isinstance(x, pa.RecordBatch) else x
+                        for x in ds.map_batches(fn, batch_format="pyarrow", batch_size=None)
+                        .iter_batches(batch_format="pyarrow", batch_size=None)]
+            t, info = threshold_passes(each, p)
+        timer.done("threshold", info["total_chars"])
+        return t, info
 
-        r = ds.map_batches(rng, batch_format="pyarrow", batch_size=None).to_pandas()
-        lo, hi = float(r["lo"].min()), float(r["hi"].max())
-        if not math.isfinite(lo):
-            timer.done("threshold", 0)
-            return math.inf, {"threshold": None, "fraction": p.fraction, "kept_chars": 0, "total_chars": 0}
 
-        def hist(table: pa.Table) -> pa.Table:
+def _threshold_local(p: SelectParams, *tables: pa.Table) -> tuple[float, dict]:
+    return threshold_passes(lambda fn: [fn(t) for t in tables], p)
+
+
+def threshold_passes(each: Callable[[Callable[[pa.Table], pa.Table]], list[pa.Table]],
+                     p: SelectParams) -> tuple[float, dict]:
+    """The exact top-fraction threshold in three passes over the blocks (score range, a character histogram over
+    BINS bins, the scores of the one bin the threshold falls in); ``each(fn)`` runs ``fn`` over every block and
+    returns the results. The same passes whether the blocks are a distributed Dataset or one task's tables."""
+    attr = p.attribute
+
+    def rng(table: pa.Table) -> pa.Table:
+        s, _ = _scores_chars(table, attr)
+        s = s[~np.isnan(s)]
+        lo, hi = (float(s.min()), float(s.max())) if len(s) else (math.inf, -math.inf)
+        return pa.table({"lo": [lo], "hi": [hi]})
+
+    r = pa.concat_tables(each(rng))
+    lo, hi = float(pc.min(r.column("lo")).as_py()), float(pc.max(r.column("hi")).as_py())
+    if not math.isfinite(lo):
+        return math.inf, {"threshold": None, "fraction": p.fraction, "kept_chars": 0, "total_chars": 0}
+
+    def hist(table: pa.Table) -> pa.Table:
+        s, c = _scores_chars(table, attr)
+        ok = ~np.isnan(s)
+        h = np.bincount(_bin(s[ok], lo, hi), weights=c[ok], minlength=BINS).astype(np.int64)
+        return pa.table({"h": [h.tobytes()], "unscored": [int(c[~ok].sum())]})
+
+    h = np.zeros(BINS, dtype=np.int64)
+    unscored = 0
+    for part in each(hist):
+        for raw, u in zip(part.column("h").to_pylist(), part.column("unscored").to_pylist()):
+            h += np.frombuffer(raw, dtype=np.int64)
+            unscored += u
+
+    def pairs_by_bin(b: int) -> tuple[np.ndarray, np.ndarray]:
+        def pick(table: pa.Table) -> pa.Table:
             s, c = _scores_chars(table, attr)
-            ok = ~np.isnan(s)
-            h = np.bincount(_bin(s[ok], lo, hi), weights=c[ok], minlength=BINS).astype(np.int64)
-            return pa.table({"h": [h.tobytes()], "unscored": [int(c[~ok].sum())]})
+            m = ~np.isnan(s)
+            m[m] = _bin(s[m], lo, hi) == b
+            return pa.table({"s": pa.array(s[m], pa.float64()), "c": pa.array(c[m], pa.int64())})
+        parts = each(pick)
+        t = pa.concat_tables(parts) if parts else pa.table({"s": pa.array([], pa.float64()),
+                                                            "c": pa.array([], pa.int64())})
+        return t.column("s").to_numpy(), t.column("c").to_numpy()
 
-        h = np.zeros(BINS, dtype=np.int64)
-        unscored = 0
-        for batch in ds.map_batches(hist, batch_format="pyarrow", batch_size=None).iter_batches(
-                batch_format="pyarrow", batch_size=None):
-            for raw, u in zip(batch.column("h").to_pylist(), batch.column("unscored").to_pylist()):
-                h += np.frombuffer(raw, dtype=np.int64)
-                unscored += u
-
-        def pairs_by_bin(b: int) -> tuple[np.ndarray, np.ndarray]:
-            def pick(table: pa.Table) -> pa.Table:
-                s, c = _scores_chars(table, attr)
-                m = ~np.isnan(s)
-                m[m] = _bin(s[m], lo, hi) == b
-                return pa.table({"s": pa.array(s[m], pa.float64()), "c": pa.array(c[m], pa.int64())})
-            parts = [pa.Table.from_batches([x]) if isinstance(x, pa.RecordBatch) else x
-                     for x in ds.map_batches(pick, batch_format="pyarrow", batch_size=None)
-                     .iter_batches(batch_format="pyarrow", batch_size=None)]
-            t = pa.concat_tables(parts) if parts else pa.table({"s": pa.array([], pa.float64()),
-                                                                "c": pa.array([], pa.int64())})
-            return t.column("s").to_numpy(), t.column("c").to_numpy()
-
-        total = int(h.sum()) + unscored  # unscored documents count in the total and are dropped
-        t, kept = threshold_for(pairs_by_bin, h, p.fraction * total)  # type: ignore[operator]
-        timer.done("threshold", total)
-        return t, {"threshold": t, "fraction": p.fraction, "kept_chars": kept, "total_chars": total,
-                   "kept_share": round(kept / total, 6) if total else 0.0}
+    total = int(h.sum()) + unscored  # unscored documents count in the total and are dropped
+    t, kept = threshold_for(pairs_by_bin, h, p.fraction * total)  # type: ignore[operator]
+    return t, {"threshold": t, "fraction": p.fraction, "kept_chars": kept, "total_chars": total,
+               "kept_share": round(kept / total, 6) if total else 0.0}

@@ -167,8 +167,8 @@ def test_representatives_and_sizes(result):
         assert [m for m in members if (rows[m]["minhash_dedup__minhash__duplicate"] == 0)] == [rep]
     info = next(s for s in stats["steps"] if s["step"] == "minhash_dedup")["info"]
     assert info["duplicates"] == sum(len(m) - 1 for m in clusters.values())
-    assert set(next(s for s in stats["steps"] if s["step"] == "minhash_dedup")["stages"]) >= {
-        "signatures", "band_buckets", "components", "representatives"}
+    stages = set(next(s for s in stats["steps"] if s["step"] == "minhash_dedup")["stages"])
+    assert "signatures" in stages and "decide_one_task" in stages  # a small corpus: decided in one task
 
 
 def test_exact_duplicates(result):
@@ -253,6 +253,9 @@ def test_signature_equals_datasketch_with_the_same_token_hashes():
     assert np.array_equal(ours, m.hashvalues.astype(np.uint32))
     a, b = permutations(128, 42)
     assert (a % 2 == 1).all() and len(b) == 128
+    for n, seed in ((112, 1), (256, 7)):  # drawn as datasketch draws them, without importing it in the run
+        want = MinHash(num_perm=n, seed=seed, scheme="affine32").permutations
+        assert np.array_equal(np.stack(permutations(n, seed)), np.asarray(want, dtype=np.uint32))
 
 
 def test_estimated_jaccard_tracks_true_jaccard():
@@ -299,26 +302,28 @@ def test_config_rejects_inconsistent_bands():
 def test_small_input_and_shuffle_paths_give_the_same_decisions(ray_session, corpus, result, tmp_path, monkeypatch):
     """This corpus is small, so every dedup shuffle ran as one task (`shuffle_map`); forced through Ray Data's hash
     shuffles instead, every cluster, size and representative is the same."""
-    import operators.dedup.common as common
+    import curate.operator as operator_mod
 
     d, _, _, _ = corpus
     rows, stats = result
-    monkeypatch.setattr(common, "LOCAL_SHUFFLE_BYTES", -1)  # read on the driver, where the path is chosen
+    monkeypatch.setattr(operator_mod, "ONE_TASK_BYTES", -1)  # read on the driver, where the path is chosen
     rows2, stats2 = _run([str(d)], tmp_path / "out")
     cols = ("exact_dedup__cluster", "exact_dedup__exact__cluster_size", "exact_dedup__exact__duplicate",
             "minhash_dedup__cluster", "minhash_dedup__minhash__cluster_size", "minhash_dedup__minhash__duplicate")
     assert {i: [r[c] for c in cols] for i, r in rows2.items()} == {i: [r[c] for c in cols] for i, r in rows.items()}
     assert sum(r["minhash_dedup__minhash__duplicate"] == 1.0 for r in rows.values()) > 10
+    stages = set(next(s for s in stats2["steps"] if s["step"] == "minhash_dedup")["stages"])
+    assert {"band_buckets", "components", "representatives"} <= stages and "decide_one_task" not in stages
 
 
 @pytest.mark.parametrize("path", ["one_task", "shuffles"])
 def test_connected_components_against_union_find(ray_session, path, monkeypatch):
     import pyarrow as pa
 
-    import operators.dedup.common as common
+    import curate.operator as operator_mod
 
     if path == "shuffles":
-        monkeypatch.setattr(common, "LOCAL_SHUFFLE_BYTES", -1)
+        monkeypatch.setattr(operator_mod, "ONE_TASK_BYTES", -1)
     import ray.data
 
     from operators.dedup.components import connected_components

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate import checkpoint
-from curate.operator import DatasetOperator, RunContext, set_column
+from curate.operator import DatasetOperator, RunContext, fits_one_task, set_column
 from curate.schema import NODE_SHIFT, STAT_PREFIX, live_mask, node_ids
 
 DECISION_SCHEMA = pa.schema([("node", pa.int64()), ("cluster", pa.string()), ("cluster_size", pa.int64()),
@@ -94,16 +94,10 @@ def rank_value(table: pa.Table, attribute: str | None) -> np.ndarray:
     return np.where(np.isnan(col), -np.inf, col)
 
 
-# A shuffle whose input is at most this many bytes runs as one task over the whole input instead of a Ray Data
-# hash shuffle: the same function sees every key's rows together either way, so the result is the same, but a
-# Ray Data shuffle costs seconds of fixed work (its actors, its rounds of tasks) whatever the size, which made
-# dedup of a 91-document sample take tens of seconds. 64 MiB of keys/edges/signatures is ~200k documents' worth.
-LOCAL_SHUFFLE_BYTES = 64 << 20
-
-
 def shuffle_map(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], pa.Table]):
     """``fn`` over blocks that each hold every row of their keys: a hash shuffle into ``partitions`` blocks, or,
-    when the (materialised) input is at most LOCAL_SHUFFLE_BYTES, one task over all of it. ``fn`` must treat a
+    when the (materialised) input is at most ONE_TASK_BYTES, one task over all of it (a Ray Data shuffle costs
+    seconds of fixed work whatever the size). ``fn`` must treat a
     block as a set of whole key groups, which both paths give it, so both give the same rows (tested)."""
     import ray
     import ray.data
@@ -114,11 +108,6 @@ def shuffle_map(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], p
     if not fits_one_task(ds):
         return ds.repartition(partitions, keys=keys).map_batches(fn, batch_format="pyarrow", batch_size=None)
     return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_concat_map).remote(fn, *ds.to_arrow_refs())])
-
-
-def fits_one_task(ds) -> bool:
-    """A materialised, non-empty dataset small enough (LOCAL_SHUFFLE_BYTES) for one task to hold all of it."""
-    return ds.count() > 0 and ds.size_bytes() <= LOCAL_SHUFFLE_BYTES
 
 
 def _concat_map(fn: Callable[[pa.Table], pa.Table], *tables: pa.Table) -> pa.Table:

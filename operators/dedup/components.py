@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from operators.dedup import common
+from curate.operator import fits_one_task
 from operators.dedup.common import shuffle_map
 
 EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64())])
@@ -98,7 +98,7 @@ def _signature(ds) -> tuple[int, int]:
     return n, s
 
 
-def _components_local(*blocks: pa.Table) -> pa.Table:
+def components_local(*blocks: pa.Table) -> pa.Table:
     """The same (node, root) rows for an edge list small enough for one task: scipy's connected components over
     the nodes renumbered densely; each component's root is its smallest node id, as at the rounds' fixed point."""
     from scipy.sparse import coo_matrix
@@ -121,14 +121,14 @@ def connected_components(edges, partitions: int, max_rounds: int = 64):
     """Edges (u, v) as a Ray Dataset -> Dataset of (u, v) = (node, root) for every non-root node.
 
     Nodes that appear in no edge are singletons and are not in the output. Edges of at most
-    ``LOCAL_SHUFFLE_BYTES`` are solved in one task (no rounds); the result is the same.
+    ``ONE_TASK_BYTES`` are solved in one task (no rounds); the result is the same.
     """
     cur = edges.map_batches(_orient_down, batch_format="pyarrow", batch_size=None).materialize()
-    if common.fits_one_task(cur):  # small: no rounds, one task
+    if fits_one_task(cur):  # small: no rounds, one task
         import ray
         import ray.data
 
-        return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_components_local).remote(*cur.to_arrow_refs())])
+        return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(components_local).remote(*cur.to_arrow_refs())])
     prev = None
     for _ in range(max_rounds):
         large = shuffle_map(cur.map_batches(_both_directions, batch_format="pyarrow", batch_size=None), ["u"],

@@ -45,7 +45,7 @@ from pydantic import Field, model_validator
 
 from operators.dedup import common as dedup
 from curate import schema, storage
-from curate.operator import Params, RunContext
+from curate.operator import Params, RunContext, fits_one_task
 
 U64 = np.uint64
 _P = U64(0x100000001B3)  # odd multiplier of the code-point polynomial (FNV prime)
@@ -279,19 +279,16 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint32(16))
 
 
-_PERMUTATIONS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-
+@lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's affine32 permutation parameters (a odd, b), taken from datasketch itself. Workers get them
-    from the driver (``_Signer`` carries them): importing datasketch costs each worker ~0.7 s."""
-    key = (num_perm, seed)
-    if key not in _PERMUTATIONS:
-        from datasketch import MinHash
-
-        a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
-        _PERMUTATIONS[key] = (a.astype(np.uint32), b.astype(np.uint32))
-    return _PERMUTATIONS[key]
+    """The affine32 permutation parameters datasketch uses for ``MinHash(num_perm, seed, scheme="affine32")``:
+    an odd ``a`` and a ``b`` per permutation, drawn from numpy's ``RandomState(seed)`` in datasketch's order, so
+    signatures are interchangeable with datasketch's (tested against datasketch itself). Drawn here rather than
+    taken from a datasketch MinHash: importing datasketch (it imports scipy) cost every run ~0.9 s on the driver."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 def signatures(hash_sets: list[np.ndarray], num_perm: int, seed: int, chunk: int = 1 << 20) -> np.ndarray:
@@ -433,6 +430,24 @@ class MinHashDedup(dedup.DedupOperator):
         timer.done("signatures", n_live)
 
         def decide():
+            if not p.against and fits_one_task(sigs):  # small input: every stage below in one task, same result
+                import ray
+                import ray.data
+
+                decisions = ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_decide_one_task).remote(
+                    bands, rows, p.verify_threshold, *sigs.to_arrow_refs())]).materialize()
+                timer.done("decide_one_task", decisions.count())
+            else:
+                decisions = decide_distributed()
+            if p.save_index:
+                _save_index(sigs, decisions, keys_of=_BandRows(bands, rows), path=p.save_index,
+                            partitions=p.partitions)
+                with storage.open(f"{p.save_index}/{INDEX_MANIFEST}", "w") as f:
+                    f.write(json.dumps(_index_manifest(p, bands, rows), sort_keys=True))
+                timer.done("save_index", 0)
+            return decisions
+
+        def decide_distributed():
             keys = sigs.map_batches(_BandRows(bands, rows), batch_format="pyarrow", batch_size=None)
             for path in p.against:
                 keys = keys.union(_load_index(path))
@@ -455,12 +470,6 @@ class MinHashDedup(dedup.DedupOperator):
                 info = info.union(*(_index_info(x) for x in p.against))
             decisions = dedup.choose_representatives(members, info, p.partitions).materialize()
             timer.done("representatives", decisions.count())
-            if p.save_index:
-                _save_index(sigs, decisions, keys_of=_BandRows(bands, rows), path=p.save_index,
-                            partitions=p.partitions)
-                with storage.open(f"{p.save_index}/{INDEX_MANIFEST}", "w") as f:
-                    f.write(json.dumps(_index_manifest(p, bands, rows), sort_keys=True))
-                timer.done("save_index", 0)
             return decisions
 
         return self.attach(ds, decide, ctx, timer, {
@@ -472,11 +481,9 @@ class MinHashDedup(dedup.DedupOperator):
 class _Signer:
     def __init__(self, p: MinHashParams, file_index: dict[str, int]):
         self.p, self.file_index = p, file_index
-        self.perms = permutations(p.num_perm, p.seed)  # made on the driver, once
 
     def __call__(self, table: pa.Table) -> pa.Table:
         p = self.p
-        _PERMUTATIONS.setdefault((p.num_perm, p.seed), self.perms)
         live = schema.live_mask(table)
         sub = table.filter(pa.array(live))
         nodes = schema.node_ids(sub, self.file_index)
@@ -574,6 +581,28 @@ def _verify(edges, info, threshold: float, partitions: int):
         return block.select(["u", "v"]).filter(mask)
 
     return both.map_batches(keep, batch_format="pyarrow", batch_size=None)
+
+
+def _decide_one_task(bands: int, rows: int, verify_threshold: float | None, *blocks: pa.Table) -> pa.Table:
+    """Every stage after the signatures, for signatures small enough for one task (ONE_TASK_BYTES): the same
+    functions over all rows at once that the distributed stages run per shuffled block (bucket edges, the
+    signature check, components, representatives), so the same decisions (tested: both paths, one corpus)."""
+    from operators.dedup.components import components_local
+
+    t = pa.concat_tables([b for b in blocks if b.num_rows])
+    edges = _bucket_edges(_BandRows(bands, rows)(t))
+    node = t.column("node").to_numpy()
+    order = np.argsort(node)
+    if verify_threshold is not None and edges.num_rows:
+        sig = t.column("sig").combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1)
+        su = sig[order[np.searchsorted(node, edges.column("u").to_numpy(), sorter=order)]]
+        sv = sig[order[np.searchsorted(node, edges.column("v").to_numpy(), sorter=order)]]
+        edges = edges.filter(pa.array((su == sv).mean(axis=1) >= verify_threshold))
+    members = _with_roots(components_local(edges) if edges.num_rows else edges)
+    at = order[np.searchsorted(node, members.column("node").to_numpy(), sorter=order)]
+    joined = members.append_column("id", t.column("id").take(pa.array(at))).append_column(
+        "rank", t.column("rank").take(pa.array(at)))
+    return dedup.pick_representatives(joined)
 
 
 def _with_roots(block: pa.Table) -> pa.Table:
