@@ -273,6 +273,8 @@ def test_band_keys_differ_across_bands_and_match_within():
     k = band_keys(s, 14, 8)
     assert len(set(k.tolist())) == 14
     assert np.array_equal(k, band_keys(s.copy(), 14, 8))
+    many = np.stack([s, s[::-1].copy(), np.full(112, 7, np.uint32)])  # a block's signatures in one pass
+    assert np.array_equal(band_keys(many, 14, 8), np.stack([band_keys(x, 14, 8) for x in many]))
 
 
 def test_optimal_bands_rows_like_datasketch():

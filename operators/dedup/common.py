@@ -95,10 +95,10 @@ def rank_value(table: pa.Table, attribute: str | None) -> np.ndarray:
 
 
 def shuffle_map(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], pa.Table]):
-    """``fn`` over blocks that each hold every row of their keys: a hash shuffle into ``partitions`` blocks, or,
-    when the (materialised) input is at most ONE_TASK_BYTES, one task over all of it (a Ray Data shuffle costs
-    seconds of fixed work whatever the size). ``fn`` must treat a
-    block as a set of whole key groups, which both paths give it, so both give the same rows (tested)."""
+    """``fn`` over blocks that each hold every row of their key (one int64 column): a hash shuffle into
+    ``partitions`` blocks, or, when the (materialised) input is at most ONE_TASK_BYTES, one task over all of it.
+    ``fn`` must treat a block as a set of whole key groups, which both paths give it, so both give the same rows
+    (tested)."""
     import ray
     import ray.data
 
@@ -106,8 +106,38 @@ def shuffle_map(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], p
     if ds.count() == 0:  # nothing to bring together (blocks may even lack columns): as Ray Data maps empty input
         return ds.map_batches(fn, batch_format="pyarrow", batch_size=None)
     if not fits_one_task(ds):
-        return ds.repartition(partitions, keys=keys).map_batches(fn, batch_format="pyarrow", batch_size=None)
+        return task_shuffle(ds, keys, partitions, fn)
     return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_concat_map).remote(fn, *ds.to_arrow_refs())])
+
+
+def task_shuffle(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], pa.Table]):
+    """A hash shuffle in plain Ray tasks: one task per block splits it by key hash into ``partitions`` tables (one
+    object each), then one task per partition concatenates its pieces and runs ``fn``. Ray Data's
+    ``repartition(keys=...)`` did the same with a fixed cost of seconds per shuffle (its aggregator actors): at
+    300k documents the band-bucket shuffle alone took 22.8 s for 67 MB of (key, node) rows. Here the cost is the
+    bytes moved plus two rounds of task launches. Deterministic: pieces keep block order."""
+    import ray
+    import ray.data
+
+    (key,) = keys
+    split = ray.remote(num_cpus=1, num_returns=partitions)(_split_by_hash)
+    pieces = [split.remote(ref, key, partitions) for ref in ds.to_arrow_refs()]
+    if partitions == 1:
+        pieces = [[p] for p in pieces]
+    reduce = ray.remote(num_cpus=1)(_concat_map)
+    return ray.data.from_arrow_refs([reduce.remote(fn, *(p[i] for p in pieces)) for i in range(partitions)])
+
+
+def _split_by_hash(table: pa.Table, key: str, partitions: int) -> tuple[pa.Table, ...] | pa.Table:
+    """A block's rows by partition of their key (a multiplicative hash of the int64 value, top bits)."""
+    with np.errstate(over="ignore"):
+        h = table.column(key).to_numpy().astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    part = ((h >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    # a fresh table per piece (not slices of one): a slice would carry its parent's whole buffers into the store
+    out = tuple(table.take(pa.array(order[bounds[i]:bounds[i + 1]])) for i in range(partitions))
+    return out if partitions > 1 else out[0]
 
 
 def _concat_map(fn: Callable[[pa.Table], pa.Table], *tables: pa.Table) -> pa.Table:

@@ -339,12 +339,14 @@ def signature(hashes: np.ndarray, num_perm: int, seed: int, chunk: int = 4096) -
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """One 64-bit key per band; the band index is mixed in, so keys of different bands never collide by design."""
-    m = sig[: bands * rows].reshape(bands, rows).astype(U64)
+    """One 64-bit key per band; the band index is mixed in, so keys of different bands never collide by design.
+    ``sig``: one signature, or a (documents x num_perm) matrix (keys: documents x bands), in one vectorised pass."""
+    m = sig[..., : bands * rows].reshape(*sig.shape[:-1], bands, rows).astype(U64)
     with np.errstate(over="ignore"):
-        h = np.arange(1, bands + 1, dtype=U64) * U64(0xD6E8FEB86659FD93)
+        h = np.broadcast_to(np.arange(1, bands + 1, dtype=U64) * U64(0xD6E8FEB86659FD93), m.shape[:-1]).copy()
         for r in range(rows):
-            h = (h ^ m[:, r]) * U64(0x100000001B3)
+            h ^= m[..., r]
+            h *= U64(0x100000001B3)
             h ^= h >> U64(31)
     return h.astype(np.int64)
 
@@ -539,8 +541,7 @@ class _BandRows:
         # no shingles (empty, or nothing left after normalisation): nothing to compare, so no bucket rows
         has = ~(sigs == np.iinfo(np.uint32).max).all(axis=1)
         sigs = sigs[has]
-        keys = np.stack([band_keys(s, self.bands, self.rows) for s in sigs]) if len(sigs) else \
-            np.empty((0, self.bands), np.int64)
+        keys = band_keys(sigs, self.bands, self.rows)
         nodes = table.column("node").to_numpy()[has]
         return pa.table({"key": pa.array(keys.reshape(-1), pa.int64()),
                          "node": pa.array(np.repeat(nodes, self.bands), pa.int64())})
