@@ -7,9 +7,9 @@ Stages (each timed into stats as ``minhash_dedup:<stage>``):
    scripts written without spaces (Chinese, Japanese, Thai, ...). After case folding, a block is one array of
    code points: normalisation is a class lookup per code point, tokens a 64-bit polynomial hash of their code
    points, shingles a rolling combination of token hashes folded to 32 bits, all vectorised over the block (no
-   regex pass, no Python loop per document or shingle). The permutations are datasketch's own
-   (``MinHash(num_perm, seed).permutations``, scheme ``affine32``: MurmurHash3 fmix32 then ``a*h + b mod 2^32``),
-   applied one permutation at a time over every hash of the block, so a signature equals
+   regex pass, no Python loop per document or shingle). The permutations are datasketch's ``affine32`` scheme
+   (MurmurHash3 fmix32 then ``a*h + b mod 2^32``, ``a`` and ``b`` drawn as datasketch draws them), applied one
+   permutation at a time over every hash of the block, so a signature equals
    ``datasketch.MinHash(..., hashfunc=<our token hash>)``'s (tested). Per document only the signature survives:
    ``num_perm * 4`` bytes plus an 8-byte node id.
 2. **band**: ``bands`` x ``rows`` of the signature; each band is hashed to 64 bits; rows (band key, node) are
@@ -20,6 +20,9 @@ Stages (each timed into stats as ``minhash_dedup:<stage>``):
 4. **components**: distributed connected components (operators.dedup.components, Large-Star/Small-Star).
 5. **representatives**: per cluster the document with the highest ``keep_highest`` attribute, else the
    smallest id; ties broken by id.
+
+Signatures of at most ``ONE_TASK_BYTES`` (a sample, ~200k documents) go through stages 2-5 in one task
+(``decide_one_task``): the same functions over all rows at once, so the same decisions (tested).
 
 Results are attributes ``minhash_dedup__minhash__duplicate`` (1.0 on duplicates, 0.0 on representatives) and
 ``minhash_dedup__minhash__cluster_size``, and the cluster id (the representative's id) in the per-document stats;
@@ -145,14 +148,13 @@ def _classes() -> np.ndarray:
     return cls
 
 
-def _no_space_table() -> np.ndarray:
+@lru_cache(maxsize=1)
+def _no_space() -> np.ndarray:
+    """True for each code point of a script written without spaces (_NO_SPACE_SCRIPTS)."""
     t = np.zeros(0x110000, dtype=bool)
     for lo, hi in _NO_SPACE_SCRIPTS:
         t[lo:hi + 1] = True
     return t
-
-
-_NO_SPACE = lru_cache(maxsize=1)(_no_space_table)
 
 
 def block_shingles(texts: list[str], ngram: int, char_ngram: int, shingle: str) -> tuple[np.ndarray, np.ndarray]:
@@ -175,9 +177,10 @@ def block_shingles(texts: list[str], ngram: int, char_ngram: int, shingle: str) 
     # a token starts at a word character after a space or a separator (or at the block's start), so documents
     # never share a token; a document's word characters start at the first token after its separator
     tok_start = (word & ~np.r_[False, word[:-1]])[word]
-    tok = np.cumsum(tok_start, dtype=np.int32) - 1  # global token ordinal of each word character
+    index = np.int32 if len(cps) < 1 << 30 else np.int64  # a slice holds one document at least, of any size
+    tok = np.cumsum(tok_start, dtype=index) - 1  # global token ordinal of each word character
     seps = np.flatnonzero(cls == _SEP)
-    doc_first = np.r_[0, np.cumsum(word, dtype=np.int32)[seps] if len(seps) else seps].astype(np.int64)
+    doc_first = np.r_[0, np.cumsum(word, dtype=index)[seps] if len(seps) else seps].astype(np.int64)
     wdoc = np.repeat(np.arange(n_docs, dtype=np.int32), np.diff(np.r_[doc_first, len(wcp)]))
     if shingle == "char":
         char_doc = np.ones(n_docs, dtype=bool)
@@ -210,7 +213,7 @@ def _char_mode(wcp: np.ndarray, tok: np.ndarray, doc_first: np.ndarray) -> np.nd
     n = len(wcp)
     if n == 0:
         return np.zeros(len(doc_first), dtype=bool)
-    key = tok + np.arange(n, dtype=np.int32)
+    key = tok + np.arange(n, dtype=tok.dtype)
     end = np.r_[doc_first[1:], n]
     cut = np.minimum(np.searchsorted(key, key[np.minimum(doc_first, n - 1)] + 2000), end)
     # sums over [first, cut) of each document: reduceat over the interleaved bounds, every other result (a zero
@@ -218,7 +221,7 @@ def _char_mode(wcp: np.ndarray, tok: np.ndarray, doc_first: np.ndarray) -> np.nd
     bounds = np.stack([doc_first, cut], axis=1).reshape(-1)
     empty = cut <= doc_first
     counts = []
-    for flags in (wcp > 0x40, _NO_SPACE()[wcp]):
+    for flags in (wcp > 0x40, _no_space()[wcp]):
         c = np.add.reduceat(np.r_[flags.view(np.uint8), np.uint8(0)], bounds, dtype=np.int64)[::2]
         c[empty] = 0
         counts.append(c)
