@@ -133,9 +133,10 @@ def threshold_passes(each: Callable[[Callable[[pa.Table], pa.Table]], list[pa.Ta
         lo, hi = (float(s.min()), float(s.max())) if len(s) else (math.inf, -math.inf)
         return pa.table({"lo": [lo], "hi": [hi]})
 
-    r = pa.concat_tables(each(rng))
-    lo, hi = float(pc.min(r.column("lo")).as_py()), float(pc.max(r.column("hi")).as_py())
-    if not math.isfinite(lo):
+    ranges = each(rng)
+    lo = min((float(pc.min(r.column("lo")).as_py()) for r in ranges if r.num_rows), default=math.inf)
+    hi = max((float(pc.max(r.column("hi")).as_py()) for r in ranges if r.num_rows), default=-math.inf)
+    if not math.isfinite(lo):  # no scored live document (or no rows at all)
         return math.inf, {"threshold": None, "fraction": p.fraction, "kept_chars": 0, "total_chars": 0}
 
     def hist(table: pa.Table) -> pa.Table:
