@@ -265,37 +265,22 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--small", type=int, default=25_000)
     ap.add_argument("--clustered", type=int, default=0, metavar="N",
-                    help="instead: the clustered multilingual corpus of N documents (~4 KB each), curate vs the "
-                         "single-process datasketch baseline")
+                    help="the clustered multilingual corpus of N documents (~4 KB each): curate vs the "
+                         "single-process datasketch script and datatrove")
     ap.add_argument("--scale", type=int, nargs="+", metavar="N",
-                    help="instead: curate alone on clustered corpora of N documents of ~1 KB (e.g. 100000 300000 "
+                    help="curate alone on clustered corpora of N documents of ~1 KB (e.g. 100000 300000 "
                          "1000000): wall, time per document, driver and largest worker RSS, precision/recall")
     ap.add_argument("--repeat", type=int, default=3, help="with --clustered: runs of the script and of curate "
                     "(alternating; medians reported)")
     ap.add_argument("--checkpoints-cost", action="store_true",
                     help="instead: curate at --docs with output.checkpoints on and off (twice each, alternating)")
+    ap.add_argument("--sample", action="store_true",
+                    help="each whole-dataset step's own time on the bundled sample (pipeline.yaml with select at "
+                         "fraction 0.5). --clustered, --scale and --sample combine into one call, which ends with "
+                         "every target of the dedup-cost issue against what it measured")
     a = ap.parse_args()
-    if a.scale:
-        tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-scale-"))
-        print(f"{'docs':>10}{'text MB':>8}{'wall s':>9}{'dedup s':>9}{'us/doc':>8}{'driver MB':>11}{'worker MB':>11}"
-              f"{'precision':>10}{'recall':>8}  stages")
-        for n in a.scale:
-            r = clustered(n, 1000, tmp, baseline=False)
-            c = r["curate"]
-            print(f"{r['docs']:>10,}{r['text_mb']:>8.0f}{c['wall_s']:>9.1f}{c['dedup_s']:>9.1f}"
-                  f"{1e6 * c['dedup_s'] / r['docs']:>8.0f}{c['driver_mb']:>11.0f}{c['worker_mb']:>11.0f}"
-                  f"{c['precision']:>10.3f}{c['recall']:>8.3f}  "
-                  + ", ".join(f"{k}={v:.1f}" for k, v in c["stages"].items()), flush=True)
-        return
-    if a.clustered:
-        tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-clustered-"))
-        r = clustered(a.clustered, 4000, tmp, repeat=a.repeat)
-        print_clustered(r)
-        import _clustered
-        docs = load_docs(_clustered.build(CACHE / f"clustered-{a.clustered}-4000", a.clustered), 3000)
-        every, char = signer_throughput(docs)
-        print(f"  curate signatures in one process, one core, best of 3 (target >= 15 MB/s): {every:.1f} MB/s on 3,000 "
-              f"of these documents, {char:.1f} MB/s on their character-shingled (zh, ja) ones")
+    if a.clustered or a.scale or a.sample:
+        cost_suite(a)
         return
     corpus = build_corpus(a.docs)
     if a.checkpoints_cost:
@@ -335,6 +320,86 @@ def main() -> None:
           f"{sig['curate (numpy, datasketch permutations)'] / base:.0f}x datatrove per core (target >= 10x)")
     small = runs[f"curate {a.small}"]
     print(f"driver peak RSS {small['driver_mb']:.0f} MB at {a.small} docs -> {full['driver_mb']:.0f} MB at {a.docs}")
+
+
+def cost_suite(a: argparse.Namespace) -> None:
+    """--clustered, --scale and --sample, any of them in one call, then each target against what was measured."""
+    targets: list[tuple[str, str, bool]] = []
+    if a.clustered:
+        tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-clustered-"))
+        r = clustered(a.clustered, 4000, tmp, repeat=a.repeat)
+        print_clustered(r)
+        import _clustered
+        docs = load_docs(_clustered.build(CACHE / f"clustered-{a.clustered}-4000", a.clustered), 3000)
+        every, char = signer_throughput(docs)
+        wiki, _ = signer_throughput(load_docs(build_corpus(100_000), 3000))
+        print(f"  curate signatures in one process, one core, best of 3: {every:.1f} MB/s on 3,000 of these documents "
+              f"({char:.1f} MB/s on their character-shingled zh/ja ones), {wiki:.1f} MB/s on 3,000 of the "
+              f"Wikipedia bench corpus's")
+        c, b, dt = r["curate"], r.get("baseline"), r.get("datatrove")
+        if b:
+            x = c["median_dedup_s"] / b["median_wall_s"]
+            targets.append(("clustered: minhash_dedup step / script wall <= 0.5", f"{x:.2f}", x <= 0.5))
+        if dt:
+            x = c["median_dedup_s"] / dt["dedup_s"]
+            targets.append(("clustered: minhash_dedup step / datatrove <= 0.25", f"{x:.2f}", x <= 0.25))
+        if b and dt:
+            ok = c["precision"] >= b["precision"] - 1e-9 and c["recall"] >= b["recall"] - 1e-9
+            targets.append(("clustered: precision, recall >= the script's", f"{c['precision']:.3f}, "
+                            f"{c['recall']:.3f} (script {b['precision']:.3f}, {b['recall']:.3f})", ok))
+        targets.append(("signatures >= 15 MB/s per core (clustered; Wikipedia)", f"{every:.1f}; {wiki:.1f}",
+                        every >= 15 and wiki >= 15))
+    if a.scale:
+        rows = scale(a.scale)
+        first, last = rows[0], rows[-1]
+        per = [1e6 * x["curate"]["dedup_s"] / x["docs"] for x in (first, last)]
+        targets.append((f"scale: time per document at {last['docs']:,} <= 1.2x that at {first['docs']:,}",
+                        f"{per[1] / per[0]:.2f}x", per[1] / per[0] <= 1.2))
+        rss = [x["curate"]["driver_mb"] for x in (first, last)]
+        targets.append(("scale: driver peak RSS flat (<= 1.5x)", f"{rss[0]:.0f} -> {rss[1]:.0f} MB",
+                        rss[1] <= 1.5 * rss[0]))
+    if a.sample:
+        own = sample_steps()
+        print("\nbundled sample, own time of each whole-dataset step (after materialize_input), s: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in own.items()))
+        targets.append(("sample: each whole-dataset step <= 2 s", ", ".join(f"{k} {v:.2f}" for k, v in own.items()),
+                        all(v <= 2 for v in own.values())))
+    print("\ntargets:")
+    for name, value, ok in targets:
+        print(f"  {'met    ' if ok else 'NOT MET'} {name}: {value}")
+
+
+def scale(sizes: list[int]) -> list[dict]:
+    """curate alone on clustered corpora of ~1 KB documents, one row per size."""
+    tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-scale-"))
+    print(f"\n{'docs':>10}{'text MB':>8}{'wall s':>9}{'dedup s':>9}{'us/doc':>8}{'driver MB':>11}{'worker MB':>11}"
+          f"{'precision':>10}{'recall':>8}  stages")
+    rows = []
+    for n in sizes:
+        r = clustered(n, 1000, tmp, baseline=False)
+        c = r["curate"]
+        print(f"{r['docs']:>10,}{r['text_mb']:>8.0f}{c['wall_s']:>9.1f}{c['dedup_s']:>9.1f}"
+              f"{1e6 * c['dedup_s'] / r['docs']:>8.0f}{c['driver_mb']:>11.0f}{c['worker_mb']:>11.0f}"
+              f"{c['precision']:>10.3f}{c['recall']:>8.3f}  "
+              + ", ".join(f"{k}={v:.1f}" for k, v in c["stages"].items()), flush=True)
+        rows.append(r)
+    return rows
+
+
+def sample_steps() -> dict[str, float]:
+    """`curate run` of pipeline.yaml (with select at fraction 0.5) on the bundled sample: each whole-dataset step's
+    own seconds, i.e. its stages after materialize_input (the upstream steps' work)."""
+    import yaml
+
+    tmp = Path(tempfile.mkdtemp(prefix="curate-dedup-sample-"))
+    cfg = yaml.safe_load((REPO / "pipeline.yaml").read_text())
+    at = next(i for i, s in enumerate(cfg["steps"]) if s["name"] == "segment")
+    cfg["steps"].insert(at, {"name": "select", "attribute": "preselect__fasttext__score", "fraction": 0.5})
+    (tmp / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    measure([sys.executable, "-m", "curate.cli", "run", str(tmp / "pipeline.yaml"), "-o", str(tmp / "out"), "-q"])
+    stats = json.loads((tmp / "out" / "stats.json").read_text())
+    return {s["step"]: s["seconds"] - s["stages"].get("materialize_input", 0.0)
+            for s in stats["steps"] if s.get("stages")}
 
 
 def curate_sign(texts: list[str]) -> None:
