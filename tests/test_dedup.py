@@ -470,3 +470,10 @@ def test_nfkc_fast_path_is_exact():
     assert common.nfkc("中文，测试…ﬁ") == "中文,测试...fi"
     assert all(unicodedata.normalize("NFKC", chr(c)) == chr(c) for c in range(common._NFKC_LIMIT, 0x110000)
                if not 0xD800 <= c < 0xE000)
+
+
+def test_shuffle_partitions_grow_with_the_input():
+    from operators.dedup.common import PARTITION_BYTES, shuffle_partitions
+
+    assert shuffle_partitions(1000, 4) == 4
+    assert shuffle_partitions(10 * PARTITION_BYTES + 1, 4) == 11

@@ -120,12 +120,23 @@ def task_shuffle(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], 
     import ray.data
 
     (key,) = keys
+    partitions = shuffle_partitions(ds.size_bytes(), partitions)
     split = ray.remote(num_cpus=1, num_returns=partitions)(_split_by_hash)
     pieces = [split.remote(ref, key, partitions) for ref in ds.to_arrow_refs()]
     if partitions == 1:
         pieces = [[p] for p in pieces]
     reduce = ray.remote(num_cpus=1)(_concat_map)
     return ray.data.from_arrow_refs([reduce.remote(fn, *(p[i] for p in pieces)) for i in range(partitions)])
+
+
+# Bytes a shuffle's reduce task holds at most (roughly): a larger input gets more partitions than asked, so the
+# memory of a task follows the partition, not the corpus (band rows of 100M documents are ~22 GB).
+PARTITION_BYTES = 256 << 20
+
+
+def shuffle_partitions(size_bytes: int, asked: int) -> int:
+    """Partitions of a shuffle: as asked (the step's ``partitions``), or more, one per PARTITION_BYTES of input."""
+    return max(asked, -(-size_bytes // PARTITION_BYTES))
 
 
 def _split_by_hash(table: pa.Table, key: str, partitions: int) -> tuple[pa.Table, ...] | pa.Table:

@@ -28,7 +28,7 @@ class ExactDedupParams(Params):
     key: Literal["text", "url", "text+url"] = Field("text", description="What must be identical.")
     keep_highest: str | None = Field(None, description="Representative = highest value of this attribute "
                                      "(ties: smallest id); default: smallest id.")
-    partitions: int = Field(8, ge=1, description="Partitions of the shuffle.")
+    partitions: int = Field(8, ge=1, description="Partitions of the shuffle (at least; one per 256 MiB beyond).")
 
 
 def key_of(text: str | None, meta: str | None, key: str) -> int:

@@ -391,7 +391,7 @@ class MinHashParams(Params):
                                            "signature-estimated Jaccard is below this.")
     keep_highest: str | None = Field(None, description="Representative = highest value of this attribute "
                                      "(ties: smallest id); default: smallest id.")
-    partitions: int = Field(8, ge=1, description="Partitions of each shuffle.")
+    partitions: int = Field(8, ge=1, description="Partitions of each shuffle (at least; one per 256 MiB beyond).")
     save_index: str | None = Field(None, description="Directory to save this run's representatives' band keys.")
     against: list[str] = Field([], description="Band-key indexes of earlier runs to dedup against.")
 
