@@ -36,6 +36,7 @@ weighted false-positive + false-negative area under the S-curve is chosen, as da
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from functools import lru_cache
@@ -646,6 +647,9 @@ def _check_index(path: str, p: MinHashParams, bands: int, rows: int) -> None:
     """An index made with other parameters (or an older key format) would match nothing, silently: refuse it."""
     from curate.config import ConfigError
 
+    fs, root = storage.url_to_fs(path)
+    if not fs.exists(root):  # nothing there at all: a path error (one line from the CLI, exit 2)
+        raise FileNotFoundError(errno.ENOENT, "band-key index to dedup against not found", path)
     try:
         with storage.open(f"{path}/{INDEX_MANIFEST}", "r") as f:
             have = json.loads(f.read())
