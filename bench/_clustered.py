@@ -81,8 +81,6 @@ def _variant(base: list[str], lang: str, pool: list[str], rng: random.Random) ->
 def build(out: Path, n_docs: int, doc_chars: int = 4000, seed: int = 11, root: Path = SENTENCES,
           per_file: int = 5000) -> Path:
     """Write ``out/part-*.jsonl.zst`` and ``out/truth.json`` (id -> cluster); skipped when already there."""
-    import zstandard
-
     if (out / "truth.json").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +107,13 @@ def build(out: Path, n_docs: int, doc_chars: int = 4000, seed: int = 11, root: P
             docs.append({"id": did, "text": t})
             truth[did] = cluster
     rng.shuffle(docs)
+    return write_parts(out, docs, truth, per_file)
+
+
+def write_parts(out: Path, docs: list[dict], truth: dict, per_file: int = 5000) -> Path:
+    """A bench corpus on disk: part-NNNN.jsonl.zst of ``per_file`` documents each, and truth.json."""
+    import zstandard
+
     cctx = zstandard.ZstdCompressor(level=3)
     for f in range(0, len(docs), per_file):
         lines = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs[f:f + per_file])

@@ -38,8 +38,6 @@ sys.path.insert(0, str(REPO))
 
 # ------------------------------------------------------------------------------------------------ corpus
 def build_corpus(n_docs: int, seed: int = 7) -> Path:
-    import zstandard
-
     from operators.dedup.common import normalize
     from make_corpus import wiki_summaries
 
@@ -67,13 +65,9 @@ def build_corpus(n_docs: int, seed: int = 7) -> Path:
         truth[vid] = {"base": docs[i]["id"], "rate": rate, "jaccard": _jaccard(normalize(docs[i]["text"]),
                                                                                normalize(text))}
     rng.shuffle(docs)
-    per = 5000
-    cctx = zstandard.ZstdCompressor(level=3)
-    for f in range(0, len(docs), per):
-        lines = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs[f:f + per])
-        (out / f"part-{f // per:04d}.jsonl.zst").write_bytes(cctx.compress(lines.encode()))
-    (out / "truth.json").write_text(json.dumps(truth))
-    return out
+    import _clustered
+
+    return _clustered.write_parts(out, docs, truth)
 
 
 def _jaccard(a: str, b: str, n: int = 5) -> float:
