@@ -295,14 +295,6 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def signatures(hash_sets: list[np.ndarray], num_perm: int, seed: int, chunk: int = 1 << 20) -> np.ndarray:
-    """Signatures of many documents at once (n_docs x num_perm)."""
-    lengths = np.fromiter((len(h) for h in hash_sets), dtype=np.int64, count=len(hash_sets))
-    flat = np.concatenate(hash_sets) if hash_sets else np.empty(0, np.uint32)
-    return signatures_flat(flat, np.repeat(np.arange(len(hash_sets)), lengths), len(hash_sets), num_perm, seed,
-                           chunk)
-
-
 def signatures_flat(hashes: np.ndarray, doc_of: np.ndarray, n: int, num_perm: int, seed: int,
                     chunk: int = 1 << 20) -> np.ndarray:
     """Signatures of many documents from their token hashes (doc_of sorted): per permutation one vectorised
