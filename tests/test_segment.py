@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from operators.segment import eval as se
-from operators.segment.model import featurize, fit_lengths, load_model, spans_from_boundaries
+from operators.segment.model import THRESHOLD_KEYS, featurize, fit_lengths, load_model, rule_mask, \
+    sentence_ends, spans_from_boundaries, text_kind
 from operators.segment.operator import Segment, SegmentParams
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sentences"
@@ -84,7 +85,7 @@ def test_five_megabyte_document_is_processed_in_windows():
     piece = " ".join(se.build(d, "both")[0] for d in docs)
     big = (piece + " ") * (5_000_000 // (len(piece) + 1) + 1)
     big = big[:5_000_000]
-    packed = featurize([big], model.vocab, model.margin, model.word_buckets)
+    packed = featurize([big], model.vocab, model.margin, model.word_buckets, model.word_slots, model.word_pairs)
     whole = model.predict_packed(packed, chunk=1 << 16)
     other = model.predict_packed(packed, chunk=12_345)  # a different window size gives the same numbers
     np.testing.assert_allclose(whole, other, atol=1e-5)
@@ -182,15 +183,59 @@ def test_training_command_builds_a_loadable_model(tmp_path):
     data = tmp_path / "sentences"
     (data / "train").mkdir(parents=True)
     (data / "train" / "en.jsonl").write_text((FIXTURE / "train_en_sample.jsonl").read_text())
+    (data / "train" / "xx.jsonl").write_text((FIXTURE / "train_en_sample.jsonl").read_text().replace(
+        '"lang": "en"', '"lang": "xx"'))
     out = tmp_path / "seg.npz"
-    assert main(["train", "segmenter", "--data", str(data), "--out", str(out), "--epochs", "2"]) == 0
+    args = ["train", "segmenter", "--data", str(data), "--out", str(out), "--epochs", "2", "--exclude", "xx"]
+    assert main(args) == 0
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["sha256"] and record["data"]["languages"] == ["en"]
+    assert record["sha256"] and record["data"]["languages"] == ["en"]  # xx left out
+    assert set(record["thresholds"]) == {"clean", "lower", "nopunct", "both"}
     model = load_model(str(out))
     probs = model.predict_proba(["one sentence. another one."])[0]
     assert probs.shape == (26,) and np.all((probs >= 0) & (probs <= 1))
+    # same data, seed and settings: the same file, byte for byte
+    again = tmp_path / "again.npz"
+    assert main([*args[:5], str(again), *args[6:]]) == 0
+    assert again.read_bytes() == out.read_bytes()
     with pytest.raises(ValueError, match="dev/ split is never read"):
         main(["train", "segmenter", "--data", str(data / "train"), "--out", str(out)])
+
+
+def test_kind_of_text_picks_the_threshold():
+    """Each corruption of a document is recognised as such (so it gets the threshold chosen for it); caseless
+    scripts are never mistaken for lower-cased text."""
+    docs = [d for d in se.load_docs(FIXTURE / "dev_sample.jsonl") if text_kind(se.build(d, "clean")[0]) == "clean"]
+    assert len(docs) >= 20  # (ATIS and some speech transcripts are lower-case and unpunctuated to begin with)
+    kinds = [(how, text_kind(se.build(d, how)[0])) for d in docs for how in se.CORRUPTIONS]
+    assert sum(a == b for a, b in kinds) / len(kinds) > 0.95, kinds
+    assert text_kind("你在找些什麼？收拾好哥哥的物品再拿去他的新家。") == "clean"
+    assert text_kind("show me flights from boston to denver what time") == "both"
+    assert text_kind("Show me flights from Boston to Denver What time") == "nopunct"
+    assert text_kind("show me flights. what time is it? now.") == "lower"
+
+
+def test_threshold_overrides_and_old_model_files(tmp_path):
+    config = load_model().config
+    lang = sorted(config["language_thresholds"])[0]  # a language with thresholds of its own
+    op = Segment(SegmentParams(threshold=0.9))
+    op.setup()
+    assert op.thresholds(lang) == op.thresholds(None) == dict.fromkeys(THRESHOLD_KEYS, 0.9)
+    op = Segment(SegmentParams(threshold_unpunctuated=0.05))
+    op.setup()
+    assert op.thresholds(None) == {**config["thresholds"], "nopunct": 0.05, "both": 0.05}
+    assert op.thresholds(lang) == {**config["thresholds"], **config["language_thresholds"][lang], "nopunct": 0.05,
+                                   "both": 0.05}
+    op = Segment(SegmentParams())
+    op.setup()
+    assert op.thresholds(lang) != op.thresholds("no-such-language") == config["thresholds"]
+    # a model file of another format is refused with the command that fixes it
+    z = dict(np.load(load_model().path))
+    cfg = json.loads(bytes(z["config"]).decode())
+    z["config"] = np.frombuffer(json.dumps({**cfg, "format": "curate-segmenter/1"}).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **z)
+    with pytest.raises(ValueError, match="retrain it with `curate train segmenter`"):
+        load_model(str(tmp_path / "old.npz"))
 
 
 def test_bundled_model_card_matches_the_file():
@@ -201,3 +246,23 @@ def test_bundled_model_card_matches_the_file():
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["sha256"] == file_sha256(str(path))
     assert path.stat().st_size <= 20 * 1024 * 1024
+
+
+def test_rule_signal_moves_the_threshold_on_punctuated_text_only():
+    text = "He met Dr. Smith at 5 p.m. in town. Then he left."
+    mask = rule_mask(text, "en")
+    ends = set(np.flatnonzero(mask).tolist())
+    assert text.index("town.") + 4 in ends and text.index("Dr.") + 2 not in ends
+    th = {"clean": 0.5, "lower": 0.5, "nopunct": 0.5, "both": 0.5, "clean_rule": 0.2, "clean_norule": 0.8,
+          "lower_rule": 0.2, "lower_norule": 0.8}
+    probs = np.zeros(len(text), dtype=np.float32)
+    town, dr = text.index("town.") + 4, text.index("Dr.") + 2
+    probs[town], probs[dr] = 0.3, 0.6  # the model alone: "Dr." ends a sentence, "town." does not
+    assert sentence_ends(text, probs, th, "en") == [dr]
+    assert sentence_ends(text, probs, th, "en", rules=True) == [town]
+    assert sentence_ends(text, probs, th, None, rules=True) == [dr]  # no language, no rules to trust
+    flat = "he met dr smith at five in town then he left"  # unpunctuated: the rules have no say
+    p2 = np.zeros(len(flat), dtype=np.float32)
+    p2[flat.index("town") + 3] = 0.6
+    town = flat.index("town") + 3
+    assert sentence_ends(flat, p2, th, "en", rules=True) == sentence_ends(flat, p2, th, "en") == [town]

@@ -10,6 +10,8 @@ Backends:
 
 * ``bundled`` (default): the small SaT-style character model trained by ``curate train segmenter`` and shipped in
   the package (``operators/segment/assets/``, numpy inference, no torch). Robust to missing punctuation/casing.
+  Thresholds per kind of text and per language (``metadata.language``); on punctuated text sentencex's boundaries
+  are one more signal (``rule_signal``).
 * ``sat``: the real SaT models through ``wtpsplit`` (or ``wtpsplit-lite``): ``model`` is a hub name
   (``sat-3l-sm``; needs hub access or a filled HF cache) or a local directory with ``model_optimized.onnx`` and the
   XLM-R tokenizer files (``sat_tokenizer`` when they live elsewhere).
@@ -30,7 +32,8 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from curate.operator import BatchOperator, Params, set_column
-from operators.segment.model import fit_lengths, load_model, sentence_ends, spans_from_boundaries
+from operators.segment.model import PUNCTUATED, THRESHOLD_KEYS, fit_lengths, load_model, model_thresholds, \
+    sentence_ends, spans_from_boundaries
 
 SPANS = pa.list_(pa.list_(pa.float64()))
 
@@ -40,9 +43,14 @@ class SegmentParams(Params):
     model: str | None = Field(None, description="bundled: a .npz from `curate train segmenter` (default: the "
                               "shipped one); sat: hub name (sat-3l-sm) or local model directory.")
     threshold: float | None = Field(None, gt=0, lt=1, description="Boundary probability above which a sentence "
-                                    "ends; default: the model's own (bundled), 0.25 for SaT -sm models, else 0.025.")
+                                    "ends; default: the model's own per kind of text (bundled), 0.25 for SaT -sm "
+                                    "models, else 0.025. bundled: sets it for punctuated text (clean and lower-cased).")
     threshold_unpunctuated: float | None = Field(None, gt=0, lt=1, description="bundled: the threshold for text "
-                                                 "with (almost) no terminal punctuation; default: the model's own.")
+                                                 "with (almost) no terminal punctuation, cased or lower-cased; "
+                                                 "default: the model's own.")
+    rule_signal: bool = Field(True, description="bundled: on punctuated text, sentencex's boundaries (the "
+                              "document's language, from langid) are one more signal: they need less probability, "
+                              "the model's other candidates more (both thresholds chosen on held-out text).")
     max_length: int | None = Field(None, gt=0, description="Max characters per sentence; longer ones are cut at "
                                    "the most probable places so every piece fits.")
     min_length: int | None = Field(None, gt=0, description="Sentences shorter than this merge into a neighbour.")
@@ -72,17 +80,28 @@ class Segment(BatchOperator):
         p: SegmentParams = self.params  # type: ignore[assignment]
         if p.backend == "bundled":
             self.model = load_model(p.model)
-            self.threshold = p.threshold or float(self.model.config["threshold"])
-            self.threshold_u = p.threshold_unpunctuated or p.threshold or \
-                float(self.model.config["threshold_unpunctuated"])
+            self.overrides = {}
+            if p.threshold:  # one number for punctuated text: the rule signal's pair collapses to it
+                self.overrides.update({k: p.threshold for k in THRESHOLD_KEYS if k.startswith(PUNCTUATED)})
+            if p.threshold_unpunctuated or p.threshold:
+                u = p.threshold_unpunctuated or p.threshold
+                self.overrides.update(nopunct=u, both=u)
         elif p.backend == "sat":
             self.model = load_sat(p.model, p.sat_tokenizer)  # type: ignore[arg-type]
-            self.threshold = p.threshold or (0.25 if str(p.model).rstrip("/").endswith("-sm") else 0.025)
-            self.threshold_u = p.threshold_unpunctuated or self.threshold
+            t = p.threshold or (0.25 if str(p.model).rstrip("/").endswith("-sm") else 0.025)
+            u = p.threshold_unpunctuated or t
+            self.overrides = {k: t for k in THRESHOLD_KEYS if k.startswith(PUNCTUATED)} | {"nopunct": u, "both": u}
         else:
             import sentencex
 
             self.model = sentencex
+
+    def thresholds(self, lang: str | None) -> dict[str, float]:
+        """Per kind of text: the parameters where given, else the bundled model's own for the document's language
+        (langid's ``metadata.language``; the model's general ones when it has none for that language)."""
+        if len(self.overrides) == len(THRESHOLD_KEYS):
+            return self.overrides
+        return {**model_thresholds(self.model.config, lang), **self.overrides}
 
     def probabilities(self, texts: list[str]) -> list[np.ndarray]:
         p: SegmentParams = self.params  # type: ignore[assignment]
@@ -107,19 +126,19 @@ class Segment(BatchOperator):
                 out.append(fit_lengths(text, spans_from_boundaries(text, ends, probs), probs, p.max_length,
                                        p.min_length))
             return out
+        rules = p.backend == "bundled" and p.rule_signal
         for i in range(0, len(texts), p.batch_size):
             chunk = texts[i:i + p.batch_size]
-            for text, probs in zip(chunk, self.probabilities(chunk)):
-                ends = sentence_ends(text, probs, self.threshold, self.threshold_u)
+            for text, lang, probs in zip(chunk, langs[i:i + p.batch_size], self.probabilities(chunk)):
+                ends = sentence_ends(text, probs, self.thresholds(lang), lang, rules)
                 spans = spans_from_boundaries(text, ends, probs)
                 out.append(fit_lengths(text, spans, probs, p.max_length, p.min_length))
         return out
 
     def process(self, table: pa.Table) -> pa.Table:
-        p: SegmentParams = self.params  # type: ignore[assignment]
         texts = [t or "" for t in table.column("text").to_pylist()]
-        langs = [None] * len(texts)
-        if p.backend == "rules":
+        langs: list[str | None] = [None] * len(texts)
+        if "metadata" in table.column_names:
             langs = [orjson.loads(m).get("language") if m else None for m in table.column("metadata").to_pylist()]
         spans = self.spans(texts, langs)
         table = set_column(table, "segment__sentences__spans", pa.array(spans, SPANS))

@@ -2,12 +2,14 @@
 
 Recipe (after SaT): every epoch re-draws, per document, a corruption - clean, lower-cased, punctuation removed, or
 both - and how sentences are joined (the document's own joiner, or a newline), so the model learns boundaries
-from words and casing when punctuation is there and from words alone when it is not. Languages are balanced by
-capping the characters drawn from each per epoch. 5% of the training documents (by position) are held out to
-pick the decision threshold; the dev split is never read here. The result is a small .npz (float16 weights +
-JSON config) that ``operators.segment.model.SegmenterModel`` runs with numpy alone, and a JSON record of data, hyper-
-parameters, held-out scores, training time and the file's sha256 beside it.
-"""
+from words and casing when punctuation is there and from words alone when it is not. Languages are balanced: each
+contributes between a floor (small languages repeat, with fresh corruptions) and a cap of characters per epoch.
+5% of the training documents (by position) are held out to pick the thresholds (per kind of text, and per
+language where the held-out part is large enough); the dev split is never read here. ``exclude`` leaves languages
+out entirely (bench/segment.py's leave-languages-out run). The result is a small .npz (float16 weights + JSON
+config) that ``operators.segment.model.SegmenterModel`` runs with numpy alone, and a JSON record of data, hyper-
+parameters, held-out scores, training time and the file's sha256 beside it. Same data, seed and settings give
+the same file, byte for byte (tested)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from operators.segment import eval as se
 from curate.files import file_sha256
-from operators.segment.model import N_CLASSES, N_WORD_FEATURES, featurize
+from operators.segment.model import MODEL_FORMAT, N_CLASSES, WORD_PAIRS, WORD_SLOTS, featurize, n_word_features
 
 
 @dataclass
@@ -29,25 +31,32 @@ class TrainConfig:
     vocab: int = 8192
     dim: int = 16
     kernel: int = 5
-    channels: int = 48
+    channels: int = 64
+    proj: int = 16  # the convolution's channels are projected to this many before the head gathers 20 offsets:
+    # the head's first layer is most of the inference cost, and this cuts it ~3x for little accuracy
     offsets: list[int] = field(default_factory=lambda: [-20, -16, -12, -9, -7, -5, -4, -3, -2, -1, 0, 1, 2, 3,
                                                          4, 5, 7, 9, 12, 16])
-    hidden: int = 64
-    word_buckets: int = 1 << 16
-    word_dim: int = 32
+    hidden: int = 96
+    word_buckets: int = 1 << 17
+    word_dim: int = 24
+    word_slots: list[int] = field(default_factory=lambda: list(WORD_SLOTS))
+    word_pairs: list[list[int]] = field(default_factory=lambda: [list(p) for p in WORD_PAIRS])
     dropout: float = 0.2  # on the head's input
-    word_dropout: float = 0.25  # a word slot is blanked (bucket 0) with this probability, so casing/punctuation
+    word_dropout: float = 0.15  # a word slot is blanked (bucket 0) with this probability, so casing/punctuation
     # and characters keep their weight instead of memorised words
-    epochs: int = 16
+    epochs: int = 14
     lr: float = 3e-3
     batch_chars: int = 32768
-    chars_per_lang: int = 600_000  # per epoch
-    p_corrupt: dict[str, float] = field(default_factory=lambda: {"clean": 0.35, "lower": 0.15, "nopunct": 0.15,
+    chars_per_lang: int = 400_000  # per epoch, at most
+    min_chars_per_lang: int = 120_000  # per epoch, at least: small languages are repeated (each time with a fresh
+    max_repeat: int = 6  # corruption draw), but no more than this many times over
+    p_corrupt: dict[str, float] = field(default_factory=lambda: {"clean": 0.3, "lower": 0.15, "nopunct": 0.2,
                                                                  "both": 0.35})
     p_newline_join: float = 0.1
     holdout_every: int = 20
     seed: int = 0
     threads: int = 2
+    exclude: list[str] = field(default_factory=list)  # languages left out (the leave-languages-out evaluation)
 
     @property
     def margin(self) -> int:
@@ -65,21 +74,35 @@ def _net(cfg: TrainConfig):
             self.emb_cls = nn.Embedding(N_CLASSES, cfg.dim)
             self.conv = nn.Conv1d(cfg.dim, cfg.channels, cfg.kernel, padding=cfg.kernel // 2)
             self.word_emb = nn.Embedding(cfg.word_buckets, cfg.word_dim) if cfg.word_buckets else None
-            n_words = N_WORD_FEATURES * cfg.word_dim if cfg.word_buckets else 0
-            self.fc1 = nn.Linear(len(cfg.offsets) * cfg.channels + n_words, cfg.hidden)
+            n_words = n_word_features(cfg.word_slots, cfg.word_pairs) * cfg.word_dim if cfg.word_buckets else 0
+            self.proj = nn.Linear(cfg.channels, cfg.proj)
+            self.fc1 = nn.Linear(len(cfg.offsets) * cfg.proj + n_words, cfg.hidden)
             self.fc2 = nn.Linear(cfg.hidden, 1)
-            self.drop = nn.Dropout(cfg.dropout)
             self.register_buffer("offsets", torch.tensor(cfg.offsets, dtype=torch.long))
+            # Dropout masks are slices of one pre-drawn bank: torch's CPU bernoulli over the head's input (millions
+            # of values a step) was 45% of the training time.
+            g = torch.Generator().manual_seed(cfg.seed)
+            self.register_buffer("bank", (torch.rand(1 << 24, generator=g) >= cfg.dropout) / (1 - cfg.dropout),
+                                 persistent=False)
+            self.gen = g
+
+        def _drop(self, f):
+            if not self.training or not cfg.dropout:
+                return f
+            n = f.numel()
+            start = int(torch.randint(0, len(self.bank) - n, (1,), generator=self.gen)) if n < len(self.bank) else 0
+            return f * self.bank[start:start + n].view_as(f) if n <= len(self.bank) else f
 
         def forward(self, ids, cls, cand, words):
             x = self.emb(ids) + self.emb_cls(cls)
-            h = torch.relu(self.conv(x.T.unsqueeze(0)))[0].T
-            f = h[cand[:, None] + self.offsets[None, :]].reshape(len(cand), -1)
+            h = self.proj(torch.relu(self.conv(x.T.unsqueeze(0)))[0].T)
+            idx = (cand[:, None] + self.offsets[None, :]).reshape(-1)
+            f = h.index_select(0, idx).reshape(len(cand), -1)
             if self.word_emb is not None:
                 if self.training and cfg.word_dropout:
-                    words = words * (torch.rand(words.shape) >= cfg.word_dropout)
+                    words = words * (torch.rand(words.shape, generator=self.gen) >= cfg.word_dropout)
                 f = torch.cat([f, self.word_emb(words).reshape(len(cand), -1)], dim=1)
-            return self.fc2(torch.relu(self.fc1(self.drop(f))))[:, 0]
+            return self.fc2(torch.relu(self.fc1(self._drop(f))))[:, 0]
 
     return Net()
 
@@ -111,7 +134,8 @@ def _batches(examples: list[tuple[str, set[int]]], cfg: TrainConfig):
 def _tensors(batch, cfg: TrainConfig):
     import torch
 
-    packed = featurize([t for t, _ in batch], cfg.vocab, cfg.margin, cfg.word_buckets)
+    packed = featurize([t for t, _ in batch], cfg.vocab, cfg.margin, cfg.word_buckets, tuple(cfg.word_slots),
+                       tuple(tuple(p) for p in cfg.word_pairs))
     labels = np.zeros(len(packed.ids), dtype=np.float32)
     for s, (_, gold) in zip(packed.starts.tolist(), batch):
         labels[[s + g for g in gold]] = 1.0
@@ -121,28 +145,42 @@ def _tensors(batch, cfg: TrainConfig):
 
 
 def _draw(train: dict[str, list[se.Doc]], cfg: TrainConfig, rng: random.Random) -> list[se.Doc]:
+    """One epoch's documents: up to ``chars_per_lang`` characters of each language, and at least
+    ``min_chars_per_lang`` (small languages cycle through their documents again, at most ``max_repeat`` times), so
+    English and Portuguese do not drown the 50 smaller languages and a language with 50 sentences is still seen."""
     picked = []
     for lang in sorted(train):
         docs = train[lang][:]
-        rng.shuffle(docs)
+        total = sum(_chars(d) for d in docs)
+        want = min(cfg.chars_per_lang, max(total, min(cfg.min_chars_per_lang, cfg.max_repeat * total)))
         n = 0
-        for d in docs:
-            if n >= cfg.chars_per_lang:
-                break
-            picked.append(d)
-            n += sum(len(s) + 1 for s in d.sentences)
+        while n < want and docs:
+            rng.shuffle(docs)
+            for d in docs:
+                if n >= want:
+                    break
+                picked.append(d)
+                n += _chars(d)
     rng.shuffle(picked)
     return picked
 
 
-def export(net, cfg: TrainConfig, thresholds: tuple[float, float], path: Path) -> None:
+def _chars(d: se.Doc) -> int:
+    return sum(len(s) + 1 for s in d.sentences)
+
+
+def export(net, cfg: TrainConfig, thresholds: dict[str, float], by_lang: dict[str, dict[str, float]],
+           path: Path) -> None:
     sd = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-    config = {"format": "curate-segmenter/1", "vocab": cfg.vocab, "dim": cfg.dim, "kernel": cfg.kernel,
-              "channels": cfg.channels, "offsets": cfg.offsets, "hidden": cfg.hidden, "margin": cfg.margin,
-              "word_buckets": cfg.word_buckets, "word_dim": cfg.word_dim,
-              "threshold": thresholds[0], "threshold_unpunctuated": thresholds[1]}
+    config = {"format": MODEL_FORMAT, "vocab": cfg.vocab, "dim": cfg.dim, "kernel": cfg.kernel,
+              "channels": cfg.channels, "proj": cfg.proj, "offsets": cfg.offsets, "hidden": cfg.hidden,
+              "margin": cfg.margin,
+              "word_buckets": cfg.word_buckets, "word_dim": cfg.word_dim, "word_slots": cfg.word_slots,
+              "word_pairs": cfg.word_pairs,
+              "thresholds": thresholds, "language_thresholds": by_lang}
     arrays = {"emb": sd["emb.weight"], "emb_cls": sd["emb_cls.weight"], "conv_w": sd["conv.weight"],
-              "conv_b": sd["conv.bias"], "fc1_w": sd["fc1.weight"], "fc1_b": sd["fc1.bias"],
+              "conv_b": sd["conv.bias"], "proj_w": sd["proj.weight"], "proj_b": sd["proj.bias"],
+              "fc1_w": sd["fc1.weight"], "fc1_b": sd["fc1.bias"],
               "fc2_w": sd["fc2.weight"], "fc2_b": sd["fc2.bias"]}
     if cfg.word_buckets:
         arrays["word_emb"] = sd["word_emb.weight"]
@@ -153,38 +191,77 @@ def export(net, cfg: TrainConfig, thresholds: tuple[float, float], path: Path) -
     tmp.replace(path)
 
 
-def choose_threshold(model, held: dict[str, list[se.Doc]]) -> tuple[tuple[float, float], dict]:
-    """Thresholds for punctuated and unpunctuated text (``operators.segment.model.is_punctuated``) maximising macro-F1
-    over languages and the four corruptions on held-out training documents (coordinate ascent on a grid)."""
-    from operators.segment.model import is_punctuated
+THRESHOLD_GRID = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7,
+                  0.75, 0.8, 0.85, 0.9, 0.95)
 
-    grid = [round(float(x), 3) for x in np.arange(0.05, 0.96, 0.05)]
-    cells = []  # (how, lang, [(gold, probs, punctuated, last)])
+
+def choose_thresholds(model, held: dict[str, list[se.Doc]]) -> tuple[dict[str, float], dict, dict]:
+    """The model's thresholds (``operators.segment.model.THRESHOLD_KEYS``) maximising macro-F1 over languages and the
+    four corruptions on held-out training documents, by coordinate ascent over a grid: first one per kind of text
+    (``text_kind``: clean, lower-cased, unpunctuated, both; a text's kind is detected, not known, so every cell is
+    rescored), then the pairs used with the rule signal on punctuated text. Then per language, where its held-out
+    part has enough boundaries to trust, the same search over that language's cells, kept only where it gains:
+    once casing and punctuation are gone, probabilities are calibrated differently per language, and the operator
+    knows the language from langid (metadata.language)."""
+    from operators.segment.model import KINDS, THRESHOLD_KEYS, rule_mask, text_kind
+
+    cells = []  # (how, lang, [(gold, probs, kind, last, rule mask)])
     for how in se.CORRUPTIONS:
         for lang, docs in held.items():
             built = [b for b in (se.build(d, how) for d in docs) if b[0]]
             probs = model.predict_proba([t for t, _ in built])
-            cells.append((how, lang, [(g, p, is_punctuated(t), len(t) - 1) for (t, g), p in zip(built, probs)]))
+            cells.append((how, lang, [(g, p, text_kind(t), len(t) - 1, rule_mask(t, lang))
+                                      for (t, g), p in zip(built, probs)]))
+    rule_keys = [k for k in THRESHOLD_KEYS if k not in KINDS]
 
-    def f1s(t_p: float, t_u: float) -> dict:
-        out = {}
-        for how, lang, docs in cells:
-            prf = se.PRF()
-            for gold, p, punct, last in docs:
-                prf.add(gold, set(np.flatnonzero(p > (t_p if punct else t_u)).tolist()) - {last})
-            out[(how, lang)] = prf.f1
-        return out
+    def search(th: dict[str, float], keys, mine, rules: bool, prior: dict[str, float]) -> dict[str, float]:
+        def score(t: dict[str, float]) -> float:
+            return float(np.mean([_cell_f1(docs, t, rules) for _, _, docs in mine]))
 
-    def macro(t_p: float, t_u: float) -> float:
-        return float(np.mean(list(f1s(t_p, t_u).values())))
+        th = dict(th)
+        for _ in range(2):
+            for k in keys:
+                th[k] = max(THRESHOLD_GRID, key=lambda t: (score({**th, k: t}), -abs(t - prior[k])))
+        return th
 
-    t_p, t_u = 0.5, 0.5
-    for _ in range(2):
-        t_p = max(grid, key=lambda t: (macro(t, t_u), -abs(t - 0.5)))
-        t_u = max(grid, key=lambda t: (macro(t_p, t), -abs(t - 0.5)))
-    best = f1s(t_p, t_u)
-    per = {how: round(float(np.mean([v for (h, _), v in best.items() if h == how])), 4) for how in se.CORRUPTIONS}
-    return (t_p, t_u), {"macro_f1": round(float(np.mean(list(best.values()))), 4), "by_corruption": per}
+    half = {k: 0.5 for k in THRESHOLD_KEYS}
+    th = search(half, KINDS, cells, False, half)
+    th = search({**th, **{k: th[k.split("_")[0]] for k in rule_keys}}, rule_keys, cells, True, half)
+    by_lang: dict[str, dict[str, float]] = {}
+    for lang in sorted(held):
+        mine = [c for c in cells if c[1] == lang]
+        if sum(len(d[0]) for how, _, docs in mine if how == "clean" for d in docs) < MIN_LANGUAGE_BOUNDARIES:
+            continue
+        own = {}
+        for keys, rules in ((KINDS, False), (rule_keys, True)):
+            new = search(th, keys, mine, rules, th)
+            gain = (np.mean([_cell_f1(docs, new, rules) for _, _, docs in mine])
+                    - np.mean([_cell_f1(docs, th, rules) for _, _, docs in mine]))
+            if gain > 0.01:
+                own.update({k: new[k] for k in keys if new[k] != th[k]})
+        if own:
+            by_lang[lang] = own
+    record = {}
+    for rules in (True, False):
+        best = {(how, lang): _cell_f1(docs, {**th, **by_lang.get(lang, {})}, rules) for how, lang, docs in cells}
+        per = {how: round(float(np.mean([v for (h, _), v in best.items() if h == how])), 4) for how in se.CORRUPTIONS}
+        record["with_rules" if rules else "model_only"] = {"macro_f1": round(float(np.mean(list(best.values()))), 4),
+                                                           "by_corruption": per}
+    return th, by_lang, record
+
+
+MIN_LANGUAGE_BOUNDARIES = 40  # held-out gold boundaries a language needs for thresholds of its own
+
+
+def _cell_f1(docs, th: dict[str, float], rules: bool) -> float:
+    prf = se.PRF()
+    for gold, p, kind, last, mask in docs:
+        if rules and kind in ("clean", "lower"):
+            pred = p > np.where(mask, th[f"{kind}_rule"], th[f"{kind}_norule"])
+        else:
+            pred = p > th[kind]
+        prf.add(gold, set(np.flatnonzero(pred).tolist()) - {last})
+    return prf.f1
 
 
 def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig | None = None, log=print) -> dict:
@@ -199,7 +276,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     data_dir, out = Path(data_dir), Path(out)
     if data_dir.name == "train" or not (data_dir / "train").is_dir():
         raise ValueError(f"{data_dir}: expected a folder with train/<lang>.jsonl (the dev/ split is never read)")
-    split = se.load_split(data_dir, "train")
+    split = {k: v for k, v in se.load_split(data_dir, "train").items() if k not in set(cfg.exclude)}
     train_docs = {k: [d for i, d in enumerate(v) if i % cfg.holdout_every] for k, v in split.items()}
     held = {k: [d for i, d in enumerate(v) if i % cfg.holdout_every == 0] for k, v in split.items()}
     net = _net(cfg)
@@ -228,13 +305,15 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {np.mean(losses):.4f} ({time.time() - t0:.0f} s)")
     train_s = time.time() - t0
     net.eval()
-    export(net, cfg, (0.5, 0.5), out)
-    thresholds, held_scores = choose_threshold(SegmenterModel(out), held)
-    export(net, cfg, thresholds, out)
+    from operators.segment.model import THRESHOLD_KEYS
+
+    export(net, cfg, {k: 0.5 for k in THRESHOLD_KEYS}, {}, out)
+    thresholds, by_lang, held_scores = choose_thresholds(SegmenterModel(out), held)
+    export(net, cfg, thresholds, by_lang, out)
     n_chars = {k: sum(sum(len(s) for s in d.sentences) for d in v) for k, v in train_docs.items()}
     record = {
         "model": out.name, "sha256": file_sha256(str(out)), "bytes": out.stat().st_size,
-        "threshold": thresholds[0], "threshold_unpunctuated": thresholds[1], "heldout": held_scores,
+        "thresholds": thresholds, "language_thresholds": by_lang, "heldout": held_scores,
         "train_seconds": round(train_s, 1),
         "steps": total_steps, "hyperparameters": asdict(cfg),
         "data": {"source": str(data_dir / "train"), "languages": sorted(train_docs),
@@ -243,5 +322,6 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         "torch": torch.__version__,
     }
     out.with_suffix(".json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    log(f"thresholds {thresholds}, held-out macro-F1 {held_scores['macro_f1']} {held_scores['by_corruption']}")
+    log(f"thresholds {thresholds} ({len(by_lang)} languages with their own); held-out macro-F1 "
+        f"{held_scores['with_rules']} (model alone: {held_scores['model_only']})")
     return record
