@@ -190,7 +190,7 @@ def test_training_command_builds_a_loadable_model(tmp_path):
     assert main(args) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["sha256"] and record["data"]["languages"] == ["en"]  # xx left out
-    assert set(record["thresholds"]) == {"clean", "lower", "nopunct", "both"}
+    assert set(record["thresholds"]) == set(THRESHOLD_KEYS)
     model = load_model(str(out))
     probs = model.predict_proba(["one sentence. another one."])[0]
     assert probs.shape == (26,) and np.all((probs >= 0) & (probs <= 1))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,10 +306,18 @@ _MAIN_TERMINALS = ".!?。！？؟।॥…։።፧۔။:"
 KINDS = ("clean", "lower", "nopunct", "both")  # named after the corruption the text looks like
 
 
+_TERMINAL_RE = re.compile("[" + re.escape(_MAIN_TERMINALS) + "]")
+
+
 def is_punctuated(text: str) -> bool:
     """Whether the text marks its sentence ends."""
-    marks = sum(text.count(c) for c in _MAIN_TERMINALS)
-    return marks >= max(1, len(text) // PUNCT_DENSITY_CHARS)
+    need = max(1, len(text) // PUNCT_DENSITY_CHARS)
+    marks = 0
+    for _ in _TERMINAL_RE.finditer(text):
+        marks += 1
+        if marks >= need:
+            return True
+    return False
 
 
 def text_kind(text: str) -> str:
