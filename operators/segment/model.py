@@ -359,10 +359,16 @@ def sentence_ends(text: str, probs: np.ndarray, thresholds: dict[str, float], la
     more (both thresholds chosen on held-out text). Rules find nothing without punctuation, so unpunctuated text
     skips them; so does text of unknown language (another language's rules would mislead)."""
     kind = text_kind(text)
-    if not rules or not lang or kind not in PUNCTUATED:
-        return np.flatnonzero(probs > thresholds[kind]).tolist()
-    t = np.where(rule_mask(text, lang), thresholds[f"{kind}_rule"], thresholds[f"{kind}_norule"])
-    return np.flatnonzero(probs > t).tolist()
+    mask = rule_mask(text, lang) if rules and lang and kind in PUNCTUATED else None
+    return np.flatnonzero(decide(probs, kind, thresholds, mask)).tolist()
+
+
+def decide(probs: np.ndarray, kind: str, thresholds: dict[str, float], mask: np.ndarray | None = None) -> np.ndarray:
+    """Sentence ends (bool per character) of a text of this ``kind``; ``mask``: the rule splitter's ends, used on
+    punctuated text only. The one decision rule, shared by the operator and the threshold search in training."""
+    if mask is None or kind not in PUNCTUATED:
+        return probs > thresholds[kind]
+    return probs > np.where(mask, thresholds[f"{kind}_rule"], thresholds[f"{kind}_norule"])
 
 
 def model_thresholds(config: dict, lang: str | None = None) -> dict[str, float]:

@@ -78,8 +78,10 @@ class Segment(BatchOperator):
 
     def setup(self) -> None:
         p: SegmentParams = self.params  # type: ignore[assignment]
+        self.by_lang: dict[str | None, dict[str, float]] = {}
         if p.backend == "bundled":
             self.model = load_model(p.model)
+            self.own = self.model.config  # the model's thresholds, general and per language
             self.overrides = {}
             if p.threshold:  # one number for punctuated text: the rule signal's pair collapses to it
                 self.overrides.update({k: p.threshold for k in THRESHOLD_KEYS if k.startswith(PUNCTUATED)})
@@ -88,6 +90,7 @@ class Segment(BatchOperator):
                 self.overrides.update(nopunct=u, both=u)
         elif p.backend == "sat":
             self.model = load_sat(p.model, p.sat_tokenizer)  # type: ignore[arg-type]
+            self.own = None
             t = p.threshold or (0.25 if str(p.model).rstrip("/").endswith("-sm") else 0.025)
             u = p.threshold_unpunctuated or t
             self.overrides = {k: t for k in THRESHOLD_KEYS if k.startswith(PUNCTUATED)} | {"nopunct": u, "both": u}
@@ -99,9 +102,9 @@ class Segment(BatchOperator):
     def thresholds(self, lang: str | None) -> dict[str, float]:
         """Per kind of text: the parameters where given, else the bundled model's own for the document's language
         (langid's ``metadata.language``; the model's general ones when it has none for that language)."""
-        if len(self.overrides) == len(THRESHOLD_KEYS):
-            return self.overrides
-        return {**model_thresholds(self.model.config, lang), **self.overrides}
+        if lang not in self.by_lang:
+            self.by_lang[lang] = {**(model_thresholds(self.own, lang) if self.own else {}), **self.overrides}
+        return self.by_lang[lang]
 
     def probabilities(self, texts: list[str]) -> list[np.ndarray]:
         p: SegmentParams = self.params  # type: ignore[assignment]

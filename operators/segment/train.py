@@ -23,7 +23,8 @@ import numpy as np
 
 from operators.segment import eval as se
 from curate.files import file_sha256
-from operators.segment.model import MODEL_FORMAT, N_CLASSES, WORD_PAIRS, WORD_SLOTS, featurize, n_word_features
+from operators.segment.model import MODEL_FORMAT, N_CLASSES, WORD_PAIRS, WORD_SLOTS, decide, featurize, \
+    n_word_features
 
 
 @dataclass
@@ -90,8 +91,10 @@ def _net(cfg: TrainConfig):
             if not self.training or not cfg.dropout:
                 return f
             n = f.numel()
+            if n > len(self.bank):  # (a batch far beyond batch_chars) goes without
+                return f
             start = int(torch.randint(0, len(self.bank) - n, (1,), generator=self.gen)) if n < len(self.bank) else 0
-            return f * self.bank[start:start + n].view_as(f) if n <= len(self.bank) else f
+            return f * self.bank[start:start + n].view_as(f)
 
         def forward(self, ids, cls, cand, words):
             x = self.emb(ids) + self.emb_cls(cls)
@@ -256,11 +259,7 @@ MIN_LANGUAGE_BOUNDARIES = 40  # held-out gold boundaries a language needs for th
 def _cell_f1(docs, th: dict[str, float], rules: bool) -> float:
     prf = se.PRF()
     for gold, p, kind, last, mask in docs:
-        if rules and kind in ("clean", "lower"):
-            pred = p > np.where(mask, th[f"{kind}_rule"], th[f"{kind}_norule"])
-        else:
-            pred = p > th[kind]
-        prf.add(gold, set(np.flatnonzero(pred).tolist()) - {last})
+        prf.add(gold, set(np.flatnonzero(decide(p, kind, th, mask if rules else None)).tolist()) - {last})
     return prf.f1
 
 
