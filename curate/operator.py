@@ -267,6 +267,18 @@ def fits_one_task(ds: "ray.data.Dataset") -> bool:
     return ds.count() > 0 and ds.size_bytes() <= ONE_TASK_BYTES
 
 
+def arrow_blocks(ds: "ray.data.Dataset") -> list:
+    """Object refs of the dataset's non-empty Arrow blocks, in block order, for code that runs its own Ray tasks
+    over blocks (one task, a shuffle, the shard writer).
+
+    Ray Data may hold empty blocks with no columns at all (a read or a map that yielded nothing, depending on how
+    the streaming executor split the work); ``to_arrow_refs`` hands those over too, and a task reading curate's
+    columns from one fails (``KeyError: '_fate'``, seen on a CI run and not here). ``map_batches`` never passes
+    empty blocks to a function; this gives the plain-task paths the same guarantee. Blocks whose row count the
+    metadata does not know are kept."""
+    return [e.ref for bundle in ds.iter_internal_ref_bundles() for e in bundle.blocks if e.metadata.num_rows != 0]
+
+
 def mark(
     table: pa.Table,
     mask: np.ndarray | pa.Array | list[bool],

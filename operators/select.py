@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curate import schema
-from curate.operator import DatasetOperator, Params, Reason, RunContext, fits_one_task, mark
+from curate.operator import DatasetOperator, Params, Reason, RunContext, arrow_blocks, fits_one_task, mark
 
 BINS = 1 << 16
 
@@ -105,7 +105,7 @@ class Select(DatasetOperator):
         import ray
 
         if fits_one_task(ds):  # small input: the same passes in one task, not three Ray Data executions
-            t, info = ray.get(ray.remote(num_cpus=1)(_threshold_local).remote(p, *ds.to_arrow_refs()))
+            t, info = ray.get(ray.remote(num_cpus=1)(_threshold_local).remote(p, *arrow_blocks(ds)))
         else:
             def each(fn: Callable[[pa.Table], pa.Table]) -> list[pa.Table]:
                 return [pa.Table.from_batches([x]) if isinstance(x, pa.RecordBatch) else x

@@ -39,9 +39,10 @@ def corpus(tmp_path_factory):
     return d, {x["id"]: x["text"] for x in docs}
 
 
-def _run(paths, out: Path, tokenizer="tiktoken:cl100k_base", per_shard=3000, max_doc=400, **extra):
+def _run(paths, out: Path, tokenizer="tiktoken:cl100k_base", per_shard=3000, max_doc=400, steps_before=(),
+         **extra):
     cfg = parse_config({"input": {"paths": paths}, "output": {"added": "2026-01-01T00:00:00Z"}, "steps": [
-        {"name": "langid"},
+        {"name": "langid"}, *steps_before,
         {"name": "shard", "tokenizer": tokenizer, "tokens_per_shard": per_shard, "max_doc_tokens": max_doc,
          "writers": 3, **extra}]})
     stats = run_pipeline(cfg, str(out), progress=False)
@@ -353,3 +354,41 @@ def test_sample_with_sentence_spans_attribute_is_rejected_when_missing():
 def test_shard_must_be_last():
     with pytest.raises(ConfigError, match="must be the last step"):
         parse_config({"input": {"paths": ["x"]}, "steps": [{"name": "shard"}, {"name": "langid"}]})
+
+
+def test_empty_blocks_without_columns_change_nothing(ray_session, corpus, tmp_path, monkeypatch):
+    """Ray Data may hold empty blocks with no columns (a CI run once handed one to the shard writer: KeyError
+    '_fate'). Every whole-dataset step that runs its own tasks over blocks (dedup, select, shard) gets its input
+    with such blocks between the real ones and must write the same bytes as without them."""
+    import pyarrow as pa
+    import ray
+    import ray.data
+
+    from curate.operator import DatasetOperator
+
+    d, _ = corpus
+    steps = [{"name": "exact_dedup"}, {"name": "minhash_dedup"}, {"name": "preselect"},
+             {"name": "select", "fraction": 0.6}]
+
+    def files(out: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+                and p.parts[len(out.parts)] in ("documents", "attributes", "tokens")}
+
+    clean, _ = _run([str(d)], tmp_path / "clean", steps_before=steps)
+    plain = DatasetOperator.materialize
+
+    def with_empty_blocks(self, ds, ctx):
+        ds, timer = plain(self, ds, ctx)
+        empty = ray.put(pa.table({}))
+        refs = [r for ref in ds.to_arrow_refs() for r in (empty, ref)] + [empty]
+        return ray.data.from_arrow_refs(refs).materialize(), timer
+
+    monkeypatch.setattr(DatasetOperator, "materialize", with_empty_blocks)
+    got, _ = _run([str(d)], tmp_path / "gaps", steps_before=steps)
+    assert got == clean and clean["shards"]
+    assert files(tmp_path / "gaps") == files(tmp_path / "clean")
+    import curate.operator
+
+    monkeypatch.setattr(curate.operator, "ONE_TASK_BYTES", 0)  # the shuffles and rounds, not one task each
+    spread, _ = _run([str(d)], tmp_path / "spread", steps_before=steps)
+    assert spread == clean and files(tmp_path / "spread") == files(tmp_path / "clean")

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate import checkpoint
-from curate.operator import DatasetOperator, RunContext, fits_one_task, set_column
+from curate.operator import DatasetOperator, RunContext, arrow_blocks, fits_one_task, set_column
 from curate.schema import NODE_SHIFT, STAT_PREFIX, live_mask, node_ids
 
 DECISION_SCHEMA = pa.schema([("node", pa.int64()), ("cluster", pa.string()), ("cluster_size", pa.int64()),
@@ -107,7 +107,7 @@ def shuffle_map(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], p
         return ds.map_batches(fn, batch_format="pyarrow", batch_size=None)
     if not fits_one_task(ds):
         return task_shuffle(ds, keys, partitions, fn)
-    return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_concat_map).remote(fn, *ds.to_arrow_refs())])
+    return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_concat_map).remote(fn, *arrow_blocks(ds))])
 
 
 def task_shuffle(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], pa.Table]):
@@ -122,7 +122,7 @@ def task_shuffle(ds, keys: list[str], partitions: int, fn: Callable[[pa.Table], 
     (key,) = keys
     partitions = shuffle_partitions(ds.size_bytes(), partitions)
     split = ray.remote(num_cpus=1, num_returns=partitions)(_split_by_hash)
-    pieces = [split.remote(ref, key, partitions) for ref in ds.to_arrow_refs()]
+    pieces = [split.remote(ref, key, partitions) for ref in arrow_blocks(ds)]
     if partitions == 1:
         pieces = [[p] for p in pieces]
     reduce = ray.remote(num_cpus=1)(_concat_map)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from curate.operator import fits_one_task
+from curate.operator import arrow_blocks, fits_one_task
 from operators.dedup.common import shuffle_map
 
 EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64())])
@@ -128,7 +128,7 @@ def connected_components(edges, partitions: int, max_rounds: int = 64):
         import ray
         import ray.data
 
-        return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(components_local).remote(*cur.to_arrow_refs())])
+        return ray.data.from_arrow_refs([ray.remote(num_cpus=1)(components_local).remote(*arrow_blocks(cur))])
     prev = None
     for _ in range(max_rounds):
         large = shuffle_map(cur.map_batches(_both_directions, batch_format="pyarrow", batch_size=None), ["u"],

@@ -49,7 +49,7 @@ from pydantic import Field, model_validator
 
 from operators.dedup import common as dedup
 from curate import schema, storage
-from curate.operator import Params, RunContext, fits_one_task
+from curate.operator import Params, RunContext, arrow_blocks, fits_one_task
 
 U64 = np.uint64
 _P = U64(0x100000001B3)  # odd multiplier of the code-point polynomial (FNV prime)
@@ -433,7 +433,7 @@ class MinHashDedup(dedup.DedupOperator):
                 import ray.data
 
                 decisions = ray.data.from_arrow_refs([ray.remote(num_cpus=1)(_decide_one_task).remote(
-                    bands, rows, p.verify_threshold, *sigs.to_arrow_refs())]).materialize()
+                    bands, rows, p.verify_threshold, *arrow_blocks(sigs))]).materialize()
                 timer.done("decide_one_task", decisions.count())
             else:
                 decisions = decide_distributed()

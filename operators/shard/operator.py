@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curate import schema, storage
-from curate.operator import DatasetOperator, Params, RunContext
+from curate.operator import DatasetOperator, Params, RunContext, arrow_blocks
 from operators.shard.tokenizers import Tokenizer, load as load_tokenizer
 from operators.shard.export import tokenizer_json
 from operators.shard.tokens import TokStats, encode_part, token_dtype
@@ -444,7 +444,7 @@ class Shard(DatasetOperator):
             # same blocks ran at ~1.3x concurrency on two CPUs (its resource reservation holds tasks back)
             fn = ray.put(_Tokenize(p, ctx, runs_dir, rate))
             task = ray.remote(num_cpus=1)(_call)
-            summaries = [r for t in ray.get([task.remote(fn, ref) for ref in ds.to_arrow_refs()])
+            summaries = [r for t in ray.get([task.remote(fn, ref) for ref in arrow_blocks(ds)])
                          for r in t.to_pylist()]
             summaries.sort(key=lambda r: r["run"])
             hist_tokens = np.zeros(1 << BIN_BITS, dtype=np.int64)
