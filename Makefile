@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/shard.py
 	$(BIN)/python bench/rephrase.py
+	$(BIN)/python bench/rephrase.py --throughput
 	$(BIN)/python bench/segment.py
 	$(BIN)/python bench/preselect.py
 	$(BIN)/python bench/dashboard.py

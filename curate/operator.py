@@ -95,6 +95,10 @@ class Operator(ABC):
     # A whole-dataset step that drops rows itself (select) rather than leaving the decision to `filter`: the runner
     # then stamps its marked rows as tombstones of this step, as it does after every batch step.
     marks_rows: ClassVar[bool] = False
+    # Rows this step marks keep their text to the writer, which writes them to OUT/rejects/<step>/ with the reason
+    # and detail, so a user can read what was rejected (rephrase's failed generations). The step bounds how many
+    # (it sets the text of the rest to null); every other step's marked rows lose their text at once.
+    keeps_rejected_text: ClassVar[bool] = False
     # Parameters that name an attribute an earlier step must make (checked at validation, before any work).
     attribute_params: ClassVar[tuple[str, ...]] = ()
 

@@ -57,7 +57,7 @@ class StepRunner:
         out = self._process(live) if live.num_rows else live
         out = self._ensure_outputs(out)
         out = self._mark_born(out, live.num_rows)
-        out = tombstone_new(out, self.label)
+        out = tombstone_new(out, self.label, keep_text=self.op.keeps_rejected_text)
         if len(alive_idx) < n:
             dead_idx = np.flatnonzero(~alive)
             combined = pa.concat_tables([out, table.take(dead_idx)], promote_options="default")
@@ -126,9 +126,9 @@ class StepRunner:
 
         return set_column(out, schema.BORN, pa.array(born, pa.string()))
 
-def tombstone_new(out: pa.Table, label: str) -> pa.Table:
-    """Rows marked by step ``label``: record the step, free text and payload (the writer counts them). Used after
-    batch steps and whole-dataset steps alike."""
+def tombstone_new(out: pa.Table, label: str, keep_text: bool = False) -> pa.Table:
+    """Rows marked by step ``label``: record the step, free text and payload (the writer counts them; with
+    ``keep_text`` it also writes the texts to OUT/rejects/). Used after batch steps and whole-dataset steps alike."""
     if schema.FATE not in out.column_names:
         return out
     if schema.STEP not in out.column_names:
@@ -139,8 +139,9 @@ def tombstone_new(out: pa.Table, label: str) -> pa.Table:
     names = out.column_names
     out = out.set_column(names.index(schema.STEP), schema.STEP,
                          pc.if_else(marked, pa.scalar(label), out.column(schema.STEP)))
-    out = out.set_column(names.index("text"), "text",
-                         pc.if_else(marked, pa.scalar(None, pa.string()), out.column("text")))
+    if not keep_text:
+        out = out.set_column(names.index("text"), "text",
+                             pc.if_else(marked, pa.scalar(None, pa.string()), out.column("text")))
     if schema.RAW in names:
         raw = out.column(schema.RAW)
         out = out.set_column(names.index(schema.RAW), schema.RAW,

@@ -224,6 +224,7 @@ class DolmaWriter:
         if kept.num_rows and self.write_docs:
             written.append(self.write_documents(kept, part))
             written.extend(self.write_attributes(kept, part, attr_cols))
+        written.extend(self.write_rejects(t, part))
         if self.write_doc_stats:
             written.append(self._write_doc_stats(t, part, attr_cols))
 
@@ -302,6 +303,32 @@ class DolmaWriter:
         out = []
         for aset, lines in self.attribute_lines(kept, attr_cols).items():
             rel = f"attributes/{aset}/{self.source}/{part}{self.ext}"
+            atomic_write(f"{self.out_dir}/{rel}", compress(b"".join(lines), self.codec))
+            out.append(rel)
+        return out
+
+    def write_rejects(self, t: pa.Table, part: str) -> list[str]:
+        """Marked rows that kept their text (steps with ``keeps_rejected_text``): one JSON line each with the
+        step, reason, detail (a JSON object when the step wrote one) and text, under OUT/rejects/<step>/."""
+        has_text = pc.and_(pc.is_valid(t.column(schema.FATE)), pc.is_valid(t.column("text")))
+        if not pc.any(has_text).as_py():
+            return []
+        rej = t.filter(has_text)
+        by_step: dict[str, list[bytes]] = {}
+        for row in rej.select(["id", "source", "text", "metadata", schema.STEP, schema.REASON,
+                               schema.DETAIL]).to_pylist():
+            detail = row[schema.DETAIL]
+            try:
+                detail = orjson.loads(detail) if detail and detail.startswith("{") else detail
+            except ValueError:
+                pass
+            line = {"id": row["id"], "source": row["source"], "step": row[schema.STEP],
+                    "reason": row[schema.REASON], "detail": detail, "text": row["text"],
+                    "metadata": orjson.loads(row["metadata"]) if row["metadata"] else {}}
+            by_step.setdefault(row[schema.STEP], []).append(orjson.dumps(line) + b"\n")
+        out = []
+        for step, lines in sorted(by_step.items()):
+            rel = f"rejects/{step.replace('#', '_')}/{part}{self.ext}"
             atomic_write(f"{self.out_dir}/{rel}", compress(b"".join(lines), self.codec))
             out.append(rel)
         return out

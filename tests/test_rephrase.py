@@ -48,7 +48,9 @@ def test_every_style_produces_a_checked_synthetic_document(op):
         if r[schema.FATE] is None:
             assert r["text"].strip() and copy_share(r["text"], texts[int(meta["original_id"][1:])]) <= 0.8
         else:
-            assert r[schema.REASON] in ("wrap_empty", "wrap_truncated", "wrap_copy", "wrap_refusal", "wrap_bad_format")
+            assert r[schema.REASON] in ("wrap_empty", "wrap_truncated", "wrap_copy", "wrap_refusal", "wrap_bad_format",
+                                        "wrap_off_task", "wrap_new_numbers")
+            assert json.loads(r[schema.DETAIL])["check"] == r[schema.REASON]
     assert len(styles) >= 3
 
 
@@ -122,6 +124,79 @@ def test_pipeline_counts_created_documents(ray_session, tmp_path):
     assert {(r["step"], r["style"]) for r in rows} == {("rephrase", "medium")}
     assert sum(r["documents"] for r in rows if r["fate"] == "kept") == 4 - sum(step["dropped"].values())
     assert {r["reason"]: r["documents"] for r in rows if r["fate"] != "kept"} == step["dropped"]
+
+
+def test_rejects_are_kept_with_their_check_and_bounded(ray_session, tmp_path):
+    """Every synthetic document runs out of tokens here (max_new_tokens 4): each is a counted wrap_truncated drop
+    with its measurements in the stats, and the first keep_rejects of them keep their text in OUT/rejects/."""
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [{"id": f"x{i}", "text": " ".join(ENGLISH[i:i + 2])} for i in range(4)])
+    cfg = parse_config({"input": {"paths": [str(d)]}, "steps": [
+        {"name": "rephrase", "styles": ["medium"], "max_new_tokens": 4, "keep_rejects": 3}]})
+    out = tmp_path / "out"
+    stats = run_pipeline(cfg, str(out), progress=False)
+    step = next(s for s in stats["steps"] if s["step"] == "rephrase")
+    assert step["created"] == 4 and step["dropped"] == {"wrap_truncated": 4}
+    rejects = [x for f in sorted((out / "rejects" / "rephrase").glob("*.jsonl.gz")) for x in read_zst_jsonl(f)]
+    assert len(rejects) == 3
+    for r in rejects:
+        assert r["step"] == "rephrase" and r["reason"] == "wrap_truncated" and r["text"].strip()
+        assert r["detail"]["check"] == "wrap_truncated" and r["detail"]["truncated_chunks"] >= 1
+        assert r["metadata"]["wrap"]["original_id"] == r["id"].split("-wrap-")[0]
+    docs = pq.read_table(next((out / "stats" / "docs").rglob("*.parquet"))).to_pylist()
+    synth = [x for x in docs if x["born"] == "rephrase"]
+    assert len(synth) == 4 and all(json.loads(x["detail"])["new_tokens"] >= 4 for x in synth)
+    assert not any(p.name.startswith("x") for p in (out / "documents").rglob("*wrap*"))
+    # the dashboard's document view shows a kept reject's text and check
+    from curate.dashboard import views
+    from curate.dashboard.index import DocIndex
+    from curate.dashboard.run import Run
+
+    run = Run(str(out))
+    index = DocIndex(run, tmp_path / "cache", stats["started"])
+    index.refresh()
+    seen = views.document(run, index, rejects[0]["id"])
+    assert seen["rejected_text"] == rejects[0]["text"] and json.loads(seen["detail"])["check"] == "wrap_truncated"
+    dropped = {x["id"] for x in synth} - {r["id"] for r in rejects}
+    assert "rejected_text" not in views.document(run, index, dropped.pop())  # past keep_rejects: counted only
+
+
+def test_qa_pairs_and_invented_numbers():
+    from operators.rephrase.operator import new_numbers, qa_pairs
+
+    good = "Question: Who wrote it?\nAnswer: Darwin.\nQuestion: When?\nAnswer: In 1859."
+    assert qa_pairs(good) == 2
+    assert qa_pairs("Question: What is the answer to the question?\nAnswer: The answer.\n" * 3) == 0
+    assert qa_pairs("Question: Why?\nAnswer: Why not?\nQuestion: Why?\nAnswer: Because.") == 0
+    assert new_numbers("Published in 1859 and 1860, in 3 parts.", "It was published on 24 November 1859.") == ["1860"]
+    assert new_numbers("It sold 1,250 copies.", "1250 copies were sold") == []
+
+
+def test_ngram_guard_stops_loops_and_long_copies():
+    import torch
+
+    from operators.rephrase.backends import NgramGuard
+
+    eos = 99
+    guard = NgramGuard(prompt_len=2, sources=[[10, 11, 12, 13, 99]], loop_n=3, copy_n=3, eos=eos)
+    seq = [0, 1]
+    banned_at = []
+    for tok in [5, 6, 7, 5, 6, 10, 11]:
+        seq.append(tok)
+        scores = guard(torch.tensor([seq]), torch.zeros(1, 100))
+        banned_at.append(sorted(torch.nonzero(scores[0] == float("-inf")).flatten().tolist()))
+    assert banned_at[4] == [7]  # 5 6 7 was written: after 5 6, 7 would repeat it
+    assert banned_at[6] == [12]  # 10 11 12 is a run of the source: after 10 11, 12 would copy it
+    guard = NgramGuard(prompt_len=0, sources=[[1, 2, eos]], loop_n=0, copy_n=3, eos=eos)
+    assert not (guard(torch.tensor([[1, 2]]), torch.zeros(1, 100)) == float("-inf")).any()  # EOS never banned
+    guard = NgramGuard(prompt_len=1, sources=None, loop_n=0, copy_n=0, eos=eos, stop_after=[3],
+                       enders=frozenset({7}))
+    assert guard(torch.tensor([[0, 5, 7]]), torch.zeros(1, 100))[0].argmax() != eos  # a sentence end, too early
+    assert guard(torch.tensor([[0, 5, 6, 8]]), torch.zeros(1, 100))[0].argmax() != eos  # long enough, no end
+    assert guard(torch.tensor([[0, 5, 6, 7]]), torch.zeros(1, 100))[0].argmax() == eos  # both: the output ends
 
 
 class _Server(BaseHTTPRequestHandler):

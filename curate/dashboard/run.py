@@ -137,6 +137,22 @@ class Run:
         return found
 
 
+    def rejected_text(self, doc_id: str, step: str) -> dict[str, Any] | None:
+        """A rejected document's text and check, from OUT/rejects/<step>/ (steps that keep their rejects), or None
+        when the step kept none for it (most steps; rephrase past its `keep_rejects` bound)."""
+        root = f"{self.path}/rejects/{step.replace('#', '_')}"
+        try:
+            files = sorted(p for p in self.fs.find(root) if ".jsonl" in p.rsplit("/", 1)[-1])
+        except FileNotFoundError:
+            return None
+        exact = f'{{"id":{json.dumps(doc_id, ensure_ascii=False)},'.encode()
+        for path in files:
+            for line in _lines(self.fs, path):
+                if line.startswith(exact):
+                    return json.loads(line)
+        return None
+
+
 def _lines(fs: Any, path: str) -> Iterator[bytes]:
     with fs.open(path, "rb") as raw:
         if path.endswith(".gz"):

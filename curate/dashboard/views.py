@@ -328,4 +328,8 @@ def document(run: Run, index: DocIndex | None, doc_id: str, with_text: bool = Tr
     out = {**head, "provenance": prov, "attributes": d, "duplicate_of": dup_of}
     if with_text and head.get("fate") == "kept":
         out["text"] = run.document_text(doc_id)
+    elif with_text and head.get("step"):
+        rejected = run.rejected_text(doc_id, head["step"])
+        if rejected is not None:
+            out["rejected_text"] = rejected["text"]
     return out

@@ -320,6 +320,9 @@ async function showDoc(box, id) {
     if (!t.found) box.appendChild(msg(`text not found in documents/ (${t.files_scanned} files scanned)`));
     else box.appendChild(el("pre", { class: "text", "data-k": "doc-text" }, t.text));
     if (t.found && !t.complete) box.appendChild(el("div", { class: "muted" }, `${t.pieces} piece(s) found; the scan stopped before every piece was seen`));
+  } else if (d.rejected_text !== undefined) {
+    box.appendChild(el("h2", {}, `Rejected text (rejects/${d.step}/)`));
+    box.appendChild(el("pre", { class: "text", "data-k": "doc-rejected-text" }, d.rejected_text));
   } else if (d.fate !== "kept") {
     box.appendChild(el("div", { class: "muted" }, "dropped documents' text is not kept in the output"));
   }
