@@ -72,6 +72,50 @@ def test_the_bundled_scorer_loads_and_scores():
     assert card.exists() and record["heldout_auc"] is not None
 
 
+def test_the_bundled_scorer_ranks_rather_than_ties():
+    """The scorer trained on the model family's labels spreads its scores (the first bundled one gave 0.50000-
+    0.50005 to every document), and its record meets the training targets it was made with."""
+    scores = np.array(_score(PreSelectParams(), GOOD + BAD))
+    assert scores.std() > 0.02
+    record = json.loads(Path(bundled_scorer_path()).with_suffix(".json").read_text())
+    assert record["heldout_documents"] >= 500 and record["heldout_auc"] >= 0.8 and len(record["models"]) >= 5
+
+
+def test_word_order_pairs_differ_only_in_one_swap():
+    from scorers.preselect.train import word_order_items
+
+    items = word_order_items(50)
+    assert len(items) == 50 and items == word_order_items(50)
+    for it in items:
+        g, b = it["good"].split(), it["bad"].split()
+        diff = [i for i in range(len(g)) if g[i] != b[i]]
+        assert sorted(g) == sorted(b) and len(diff) == 2 and diff[1] == diff[0] + 1
+
+
+def test_boilerplate_documents_are_what_extraction_leaves_out():
+    import trafilatura
+
+    from operators.extract import decode_html
+    from scorers.preselect.corpus import _html_records, boilerplate_docs, warc_files
+
+    sample = Path(__file__).parents[1] / "data" / "sample"
+    docs = boilerplate_docs([str(sample)])
+    assert len(docs) >= 5 and all(len(d["text"]) >= 200 for d in docs)
+    first = docs[0]
+    _, name, k = first["id"].split("/")
+    f = next(x for x in warc_files([str(sample)]) if x.name == name)
+    html = decode_html(list(_html_records(f))[int(k)][1], None)[0]
+    main_lines = {ln.strip() for ln in (trafilatura.extract(html) or "").splitlines() if ln.strip()}
+    assert not main_lines & set(first["text"].splitlines())
+
+
+def test_unknown_small_model_variant_is_a_clear_error():
+    from scorers.preselect.train import tinylm_dir
+
+    with pytest.raises(ValueError, match="unknown variant"):
+        tinylm_dir("wiki-en-99l")
+
+
 def test_wrong_labels_are_refused(tmp_path):
     import fasttext
 

