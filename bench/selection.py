@@ -9,7 +9,7 @@ of the LM's tokens as (a). LM: the `wiki-en-2l` architecture of the model family
 4,096-token BPE trained on the selected text), ``--steps`` steps. Evaluation: the two offline benchmarks (wiki
 cloze, word order; chance 0.25 and 0.5) and bits per character on held-out English Wikipedia summaries.
 
-    python bench/selection.py [--pages 1500] [--share 0.3] [--seeds 3] [--steps 600]
+    python bench/selection.py [--pages 800] [--wiki 800] [--share 0.3] [--seeds 3] [--steps 400]
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def evaluate(model_dir: str, cloze: list[dict], order: list[dict], held: list[st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pages", type=int, default=1500)
-    ap.add_argument("--wiki", type=int, default=1500)
+    ap.add_argument("--pages", type=int, default=800)
+    ap.add_argument("--wiki", type=int, default=800)
     ap.add_argument("--share", type=float, default=0.3)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=400)
     a = ap.parse_args()
     t0 = time.time()
     held = heldout_texts()
