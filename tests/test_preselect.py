@@ -95,7 +95,7 @@ def test_word_order_pairs_differ_only_in_one_swap():
 def test_boilerplate_documents_are_what_extraction_leaves_out():
     import trafilatura
 
-    from operators.extract import decode_html
+    from curate.htmldecode import decode_html
     from scorers.preselect.corpus import _html_records, boilerplate_docs, warc_files
 
     sample = Path(__file__).parents[1] / "data" / "sample"

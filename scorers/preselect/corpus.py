@@ -49,7 +49,7 @@ def boilerplate_docs(paths: list[str]) -> list[dict]:
     """Per HTML page: the lines of its full text (trafilatura.html2txt) that its main text does not contain."""
     import trafilatura
 
-    from operators.extract import decode_html
+    from curate.htmldecode import decode_html
 
     docs = []
     for f in warc_files(paths):
