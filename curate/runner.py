@@ -127,8 +127,9 @@ class StepRunner:
         return set_column(out, schema.BORN, pa.array(born, pa.string()))
 
 def tombstone_new(out: pa.Table, label: str, keep_text: bool = False) -> pa.Table:
-    """Rows marked by step ``label``: record the step, free text and payload (the writer counts them; with
-    ``keep_text`` it also writes the texts to OUT/rejects/). Used after batch steps and whole-dataset steps alike."""
+    """Rows marked by step ``label``: record the step, free text and payload (the writer counts them). With
+    ``keep_text`` the text stays, so the writer can put it under OUT/rejects/. Used after batch steps and
+    whole-dataset steps alike."""
     if schema.FATE not in out.column_names:
         return out
     if schema.STEP not in out.column_names:
