@@ -25,21 +25,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = args.output or cfg.output.path
     if args.resume and args.overwrite:
         raise ConfigError(["--resume and --overwrite exclude each other"])
+    if args.verbose:  # Ray's own output on the terminal, as Ray prints it (debugging)
+        console = None
+    else:
+        from curate.console import RunConsole
+
+        console = RunConsole.pick(args.quiet)
+        console.interval_s = args.progress_every
     stats = run_pipeline(cfg, out, address=args.address, limit=args.limit, overwrite=args.overwrite,
-                         progress=not args.quiet, resume=args.resume)
+                         progress=not args.quiet, resume=args.resume, console=console)
     print()
     print(format_table(stats))
     for line in parallelism_warnings(stats):
         print(line, file=sys.stderr)
-    root = Path(out).resolve() if "://" not in out else out
-    print(f"\noutput:    {root}/documents/ (Dolma documents), {root}/attributes/ (scores)")
+    root = out.rstrip("/")  # as the user wrote it: short, and what they typed
     sharder = next((x for x in cfg.steps if x.op.writes_documents), None)
     shard = next((s.get("info") for s in stats["steps"] if sharder and s["step"] == sharder.label), None)
+    made = "documents/ (Dolma), attributes/ (scores)"
     if shard:
-        tokens = f", tokenized output in {root}/tokens/" if getattr(sharder.params, "write_tokens", False) else ""
-        print(f"shards:    {shard['shards']} token-balanced shards, {shard['text_tokens']:,} text tokens "
-              f"({shard['tokenizer']['spec']}): {root}/manifest.json{tokens}")
-    print(f"stats:     {root}/stats.json (live during the run), {root}/stats/docs/*.parquet (per document)")
+        tokens = " + tokens/" if getattr(sharder.params, "write_tokens", False) else ""
+        made += (f", manifest.json{tokens}: {shard['shards']} token-balanced shards, {shard['text_tokens']:,} text "
+                 f"tokens ({shard['tokenizer']['spec']})")
+    print(f"\noutput:    {root}/  {made}")
+    ray_log = console.summary_line(str(root)) if console is not None else None
+    print("stats:     stats.json (live during the run), stats/docs/*.parquet (per document)"
+          + (f"; {ray_log}" if ray_log else ""))
     print(f"dashboard: curate dashboard {out}   (or: curate report {out} -o report.html)")
     return 0 if stats["totals"]["balanced"] else 3
 
@@ -172,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="continue the killed run that wrote OUT (same config and inputs): finished parts and "
                         "checkpointed stages are not redone")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress: only the summary and errors")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="Ray's own log lines on the terminal instead of curate's progress (debugging)")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="S",
+                   help="when stdout is not a terminal (a job log, a pipe): one progress line every S seconds")
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("preflight", help="check inputs, output and every step's models on the cluster")
     p.add_argument("config")

@@ -63,6 +63,15 @@ def insecure_warning(address: str) -> str | None:
             "the clear; reach the head through `kubectl port-forward`/an SSH tunnel to 127.0.0.1, or an HTTPS proxy")
 
 
+# the Jobs SDK's loggers carry their own INFO level (one line per uploaded package, one when a log stream closes)
+SDK_LOGGERS = ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
+
+
+def quiet_sdk() -> None:
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def client(address: str | None):
     """A JobSubmissionClient for ``address``, or a one-line ClusterError within CONNECT_TIMEOUT_S when nothing
     answers there or the token is refused (the SDK itself waits on a silent host for as long as TCP does)."""
@@ -129,7 +138,8 @@ def runtime_env(cfg: Any, working_dir: str, extra: dict[str, Any] | None) -> dic
 def entrypoint(config_rel: str, output: str, args: Any) -> str:
     import shlex
 
-    parts = ["python", "-m", "jobs.run_pipeline", config_rel, "-o", output, "-q"]
+    # not -q: the job's log (what `submit --wait` and `logs --follow` show) gets curate's progress lines
+    parts = ["python", "-m", "jobs.run_pipeline", config_rel, "-o", output]
     if args.overwrite:
         parts.append("--overwrite")
     if args.resume:
@@ -176,12 +186,14 @@ def submit(args: Any) -> int:
         print(warning, file=sys.stderr)
     c = client(addr)
     if not args.verbose:  # the SDK logs every package it uploads at INFO (set after `import ray`, which resets it)
-        logging.getLogger("ray").setLevel(logging.WARNING)
+        quiet_sdk()
     env = runtime_env(cfg, str(working_dir), extra)
-    job_id = _call(addr, c.submit_job, entrypoint=entrypoint(str(config_path.relative_to(working_dir)), output, args),
-                   runtime_env=env, submission_id=args.job_id,
-                   metadata={"curate_config": str(config_path.relative_to(working_dir)), "curate_output": output},
-                   entrypoint_num_cpus=args.entrypoint_num_cpus)
+    job_id = _submit_when_ready(addr, c, entrypoint=entrypoint(str(config_path.relative_to(working_dir)), output,
+                                                               args),
+                                runtime_env=env, submission_id=args.job_id,
+                                metadata={"curate_config": str(config_path.relative_to(working_dir)),
+                                          "curate_output": output},
+                                entrypoint_num_cpus=args.entrypoint_num_cpus)
     print(f"job:       {job_id}")
     print(f"dashboard: {dashboard_link(addr, job_id)}")
     print(f"output:    {output}")
@@ -191,9 +203,36 @@ def submit(args: Any) -> int:
     return _follow(c, addr, job_id, args.quiet)
 
 
+# a head that has just started answers the Jobs API before its job agent is up, and refuses submissions with an
+# HTTP 500 saying so; the submission is refused before anything runs, so sending it again is safe
+NO_AGENT = "No available agent to submit job"
+AGENT_WAIT_S = 120.0
+
+
+def _submit_when_ready(addr: str, c: Any, wait_s: float | None = None, **kwargs: Any) -> str:
+    """``c.submit_job(**kwargs)``, waiting (bounded, with one message) while the head has no job agent yet."""
+    wait_s = AGENT_WAIT_S if wait_s is None else wait_s
+    deadline, told = time.monotonic() + wait_s, False
+    while True:
+        try:
+            return c.submit_job(**kwargs)
+        except Exception as e:  # noqa: BLE001
+            if NO_AGENT not in str(e):
+                raise ClusterError(_sdk_error(addr, e)) from None
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"{addr}: the cluster's job agent did not come up within {wait_s:g} s (is the "
+                                   "head node healthy? see its dashboard_agent.log)") from None
+            if not told:
+                print(f"waiting for the cluster's job agent (the head has just started; up to {wait_s:g} s)",
+                      file=sys.stderr, flush=True)
+                told = True
+            time.sleep(1.0)
+
+
 def _follow(c: Any, addr: str, job_id: str, quiet: bool = False) -> int:
     import asyncio
 
+    quiet_sdk()
     async def tail() -> None:
         async for chunk in c.tail_job_logs(job_id):
             if not quiet:

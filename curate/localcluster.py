@@ -9,6 +9,11 @@ Jobs API on 127.0.0.1 only. Ray's own gRPC servers (GCS, raylets) listen on the 
 narrow that; the token guards them. `stop()` ends exactly the processes this cluster started: the process tree of
 each `ray start`, and anything whose command line names this cluster's temp dir — never `ray stop`, which ends
 every Ray process of the machine.
+
+The nodes live in sessions of their own, so nothing ends them when their owner goes unless the owner does. The
+command-line tool stops them on SIGINT, SIGTERM and SIGHUP; for an owner that dies without running any code (SIGKILL,
+the OOM killer) a watchdog process, started with the cluster in a session of its own, polls the owner's pid and
+stops the nodes the same way once it is gone.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class LocalCluster:
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Any] = []  # each node's output file, closed by stop()
         self.gcs_address: str | None = None
+        self.watchdog: subprocess.Popen | None = None
 
     # ------------------------------------------------------------------------------------------------ start
     def _ray_start(self, i: int, head: bool) -> subprocess.Popen:
@@ -72,6 +78,11 @@ class LocalCluster:
 
     def start(self, timeout_s: float = 120.0) -> "LocalCluster":
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.watchdog = subprocess.Popen(
+                [sys.executable, "-m", "curate.localcluster", "--watch", str(os.getpid()), str(self.root)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
             self.procs.append(self._ray_start(0, head=True))
             self._wait(lambda: self._api("/api/version") is not None, timeout_s, "the head's Jobs API")
             cluster_file = self.root / "n0" / "ray_current_cluster"
@@ -120,11 +131,10 @@ class LocalCluster:
                 found |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
             except psutil.NoSuchProcess:
                 pass
-        root = str(self.root)
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            if any(root in arg for arg in (proc.info["cmdline"] or [])):
-                found.add(proc.info["pid"])
+        found |= processes_naming(str(self.root))
         found.discard(os.getpid())
+        if self.watchdog is not None:
+            found.discard(self.watchdog.pid)  # it goes last (stop), or it would race us for the same pids
         return found
 
     def stop(self) -> None:
@@ -150,6 +160,10 @@ class LocalCluster:
             log.close()
         self.logs = []
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.watchdog is not None:
+            self.watchdog.kill()
+            self.watchdog.wait()
+            self.watchdog = None
 
     def __enter__(self) -> "LocalCluster":
         return self.start()
@@ -158,22 +172,87 @@ class LocalCluster:
         self.stop()
 
 
+def processes_naming(root: str) -> set[int]:
+    """Processes whose command line names ``root`` (this cluster's temp dir: every Ray process of its nodes), and
+    their descendants."""
+    import psutil
+
+    found: set[int] = set()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(root in arg for arg in (proc.info["cmdline"] or [])):
+                found |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+        except psutil.Error:
+            pass
+    return found
+
+
+def watch(owner: int, root: str, poll_s: float = 0.5) -> int:
+    """The watchdog: once ``owner`` is gone, kill every process of the cluster under ``root`` and remove it. Ends
+    by itself when ``root`` disappears (the owner's own `stop()`)."""
+    import psutil
+
+    try:
+        born = psutil.Process(owner).create_time()
+    except psutil.NoSuchProcess:
+        born = None
+
+    def owner_alive() -> bool:
+        try:
+            return born is not None and psutil.Process(owner).create_time() == born  # not a reused pid
+        except psutil.NoSuchProcess:
+            return False
+
+    while owner_alive():
+        if not os.path.isdir(root):
+            return 0
+        time.sleep(poll_s)
+    for _ in range(3):
+        pids = processes_naming(root) - {os.getpid()}
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m curate.localcluster", description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--cpus", type=int, default=1, help="CPUs per node")
+    p.add_argument("--watch", nargs=2, metavar=("PID", "ROOT"), help=argparse.SUPPRESS)  # the watchdog (internal)
     args = p.parse_args(argv)
-    with LocalCluster(args.nodes, args.cpus) as c:
-        print(f"Ray cluster of {args.nodes} nodes up; in another shell:\n"
+    if args.watch:
+        return watch(int(args.watch[0]), args.watch[1])
+    # SIGTERM (kill, a supervisor) and SIGHUP (the terminal closed) stop the nodes as Ctrl-C does
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+    c = LocalCluster(args.nodes, args.cpus)
+    try:
+        c.start()
+        print(f"Ray cluster of {args.nodes} nodes up (temp dir {c.root}); in another shell:\n"
               f"  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN={c.token}\n"
               f"  curate submit pipeline.yaml --address {c.address} -o s3://bucket/run\n"
-              "Ctrl-C stops it.", flush=True)
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            pass
+              "Ctrl-C (or SIGTERM) stops it.", flush=True)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        c.stop()
     return 0
 
 

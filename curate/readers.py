@@ -13,6 +13,7 @@ or gzip-encoded (22 of 114 records), while reading costs < 2% of extraction time
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -435,7 +436,7 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tu
     fmt = detect_format(url, spec.format)
     rows = _Rows(url, spec.docs_per_block, spec.source)
     skipped: Counter = Counter()
-    seconds, started = 0.0, time.time()
+    seconds, started, alive = 0.0, time.time(), 0
     try:
         with storage.open(url, "rb") as f:
             blocks = READERS[fmt](f, rows, spec, skipped)
@@ -445,6 +446,9 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tu
                 seconds += time.perf_counter() - t0
                 if block is None:
                     break
+                if stats_actor is not None:  # progress and ETA by bytes: fire and forget, one call per block
+                    stats_actor.read_progress.remote(url, _tell(f), rows.ordinal)
+                alive += block.column(schema.FATE).null_count
                 block = unseen(block)
                 if block.num_rows:
                     yield block
@@ -453,16 +457,18 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tu
         rows.error(reason, f"{type(e).__name__}: {str(e)[:300]} (rest of file skipped)", file=url,
                    offset=rows.ordinal)
     if rows.rows:
-        block = unseen(rows.flush())
+        block = rows.flush()
+        alive += block.column(schema.FATE).null_count
+        block = unseen(block)
         if block.num_rows:
             yield block
     if stats_actor is not None:
         import ray
 
-        ray.get(stats_actor.add_read.remote(url, rows.ordinal, dict(skipped)))
+        ray.get(stats_actor.add_read.remote(url, rows.ordinal, dict(skipped), file_size(url)))
         from curate.stats import worker_id
 
-        ray.get(stats_actor.add_time.remote("read", seconds, rows.ordinal, worker_id(), started, time.time()))
+        ray.get(stats_actor.add_time.remote("read", seconds, rows.ordinal, worker_id(), started, time.time(), alive))
 
 
 def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str, str]] | None = None,
@@ -485,7 +491,7 @@ def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str
                            data_context: Any = None) -> list[ReadTask]:
             tasks = []
             for url, _key in files:
-                size = _size(url)
+                size = file_size(url)
                 meta = BlockMetadata(num_rows=None, size_bytes=size, input_files=[url], exec_stats=None)
                 done = (skip or {}).get(url, ())
                 tasks.append(ReadTask(lambda url=url, done=done: read_file(url, spec, stats_actor, done), meta,
@@ -493,12 +499,21 @@ def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str
             return tasks
 
     return ray.data.read_datasource(CurateInput(), override_num_blocks=len(files),
-                                    **({"ray_remote_args": {"num_cpus": num_cpus}, "concurrency": max(
+                                    **({"num_cpus": num_cpus, "concurrency": max(
                                         1, int(ray.cluster_resources().get("CPU", 1)))}
                                        if num_cpus is not None else {}))
 
 
-def _size(url: str) -> int | None:
+def _tell(f: Any) -> int:
+    try:
+        return int(f.tell())
+    except Exception:  # noqa: BLE001 (a stream without a position: progress only)
+        return 0
+
+
+@functools.lru_cache(maxsize=65536)
+def file_size(url: str) -> int | None:
+    """Bytes of an input file (a scheduling hint, and the ETA's denominator); cached: asked per run and per task."""
     try:
         fs, p = storage.url_to_fs(url)
         return int(fs.size(p))

@@ -73,7 +73,7 @@ class StepRunner:
             from curate.stats import worker_id
 
             ray.get(self.stats_actor.add_time.remote(self.label, time.perf_counter() - t0, live.num_rows,
-                                                     worker_id(), start))
+                                                     worker_id(), start, None, _alive(out)))
         return schema.conform(result)
 
     def _process(self, live: pa.Table) -> pa.Table:
@@ -125,6 +125,11 @@ class StepRunner:
         from curate.operator import set_column
 
         return set_column(out, schema.BORN, pa.array(born, pa.string()))
+
+def _alive(table: pa.Table) -> int:
+    """Rows no step has marked (live progress: a step's documents out so far)."""
+    return table.column(schema.FATE).null_count if schema.FATE in table.column_names else table.num_rows
+
 
 def tombstone_new(out: pa.Table, label: str, keep_text: bool = False) -> pa.Table:
     """Rows marked by step ``label``: record the step, free text and payload (the writer counts them). With
@@ -180,10 +185,11 @@ def _write_fn(writer, stats_actor):
         from curate.stats import worker_id
 
         t0, start = time.perf_counter(), time.time()
+        kept = _alive(table)
         out = writer(table)
         if stats_actor is not None:
             ray.get(stats_actor.add_time.remote("write", time.perf_counter() - t0, table.num_rows, worker_id(),
-                                                start))
+                                                start, None, kept))
         return out
 
     return write
@@ -449,7 +455,11 @@ def quiet_ray() -> None:
     warnings.filterwarnings("ignore", module=r"ray\..*")
 
 
-def init_ray(cfg: PipelineConfig, address: str | None, quiet: bool = False) -> None:
+def init_ray(cfg: PipelineConfig, address: str | None, quiet: bool = False, worker_logs: bool = True,
+             log_level: str | None = None) -> None:
+    """Start or attach to Ray. ``worker_logs``: forward workers' stdout/stderr to this process (off under a
+    `curate.console.RunConsole`: workers' lines stay in Ray's session logs). ``log_level``: of Ray's Python
+    loggers in this process (default WARNING, ERROR when ``quiet``)."""
     import ray
 
     from curate import storage
@@ -460,7 +470,8 @@ def init_ray(cfg: PipelineConfig, address: str | None, quiet: bool = False) -> N
         return
     addr = address or cfg.ray.address
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    log_opts = dict(log_to_driver=True, configure_logging=True, logging_level="ERROR" if quiet else "WARNING")
+    log_opts = dict(log_to_driver=worker_logs, configure_logging=True,
+                    logging_level=log_level or ("ERROR" if quiet else "WARNING"))
     env_vars = storage.env()
     if addr:
         # ship the framework and the package of every operator the config names (this project's stages or a
@@ -500,17 +511,27 @@ def run_config(cfg: PipelineConfig) -> dict[str, Any]:
             "steps": [{"name": s.name, "label": s.label, **s.params.model_dump()} for s in cfg.steps]}
 
 
+def log_path(out: str) -> str:
+    """Where a run's Ray output goes under a `RunConsole`: OUT/logs/ray.log for a local output; for one on object
+    storage (no appending there), a local file named after the output."""
+    from curate import storage
+
+    fs, path = storage.url_to_fs(out)
+    if storage.is_local(fs):
+        return os.path.join(path, "logs", "ray.log")
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "curate-logs", re.sub(r"[^\w.-]+", "_", out) + ".log")
+
+
 def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str | None = None,
                  limit: int | None = None, overwrite: bool = False, progress: bool = True,
-                 resume: bool = False) -> dict[str, Any]:
+                 resume: bool = False, console: Any = None) -> dict[str, Any]:
     """Validate inputs, then run (or, with ``resume``, go on with a run that was killed: see curate.checkpoint).
-    Returns the final stats (also in OUT/stats.json)."""
-    import ray
-    from ray.data import DataContext
-
+    Returns the final stats (also in OUT/stats.json). ``progress`` False silences Ray's Python loggers;
+    ``console`` (a `curate.console.RunConsole`) takes Ray's output into a log file and shows curate's progress."""
     from curate import checkpoint, failpoints
     from curate.readers import expand_paths, split_known
-    from curate.stats import RunStats, StatsActor
 
     out = (out_dir or cfg.output.path).rstrip("/")
     configure_storage(cfg, out)
@@ -531,9 +552,50 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
         checkpoint.save_run(out, run)
     if failpoints.armed():
         os.environ.setdefault(failpoints.PID_ENV, str(os.getpid()))  # workers inherit it: they kill the driver
-    init_ray(cfg, address, quiet=not progress)
+    if console is not None:
+        where = "a local Ray" if not (address or cfg.ray.address) else f"Ray at {address or cfg.ray.address}"
+        console.capture(log_path(out), f"curate: {cfg.path} -> {out} ({len(files)} input files, {where})",
+                        append=resume)
+    try:
+        return _run(cfg, out, address, limit, resume, run, files, unknown, progress, console)
+    finally:
+        if console is not None:
+            console.close()
+            if _keep_log(console.log_path, out):
+                console.log_path = f"{out}/logs/ray.log"
+
+
+def _keep_log(path: str | None, out: str) -> bool:
+    """An output on object storage gets the run's Ray log as OUT/logs/ray.log when the run ends (a local output
+    has it there all along). True if it was copied there."""
+    from curate import storage
+    from curate.writer import atomic_write
+
+    fs, _ = storage.url_to_fs(out)
+    if path is None or storage.is_local(fs) or not os.path.exists(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            atomic_write(f"{out}/logs/ray.log", f.read())
+    except OSError:  # the run's outcome is what matters; the log stays where it was written
+        return False
+    return True
+
+
+def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, resume: bool, run: dict[str, Any],
+         files: list[tuple[str, str]], unknown: list[str], progress: bool, console: Any) -> dict[str, Any]:
+    import ray
+    from ray.data import DataContext
+
+    from curate.readers import file_size
+    from curate.stats import RunStats, StatsActor
+
+    if console is None:
+        init_ray(cfg, address, quiet=not progress)
+    else:  # everything Ray says goes to the console's log file, INFO included
+        init_ray(cfg, address, worker_logs=False, log_level="INFO")
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = progress
+    ctx.enable_progress_bars = False  # curate shows progress in its own step names (curate.console)
     ctx.execution_options.preserve_order = limit is not None  # `limit` must take the same documents each run
     from ray.data.context import DEFAULT_TARGET_MAX_BLOCK_SIZE
 
@@ -543,8 +605,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
     res = ray.cluster_resources()
     cluster = {"nodes": len([n for n in ray.nodes() if n.get("Alive")]), "cpus": res.get("CPU", 0),
                "gpus": res.get("GPU", 0)}
+    sizes = [file_size(url) for url, _key in files]
     stats = RunStats(out, [s.label for s in cfg.steps] + ["write"], summary_cfg, len(files), unknown, actor,
-                     cluster)
+                     cluster, bytes_total=sum(x or 0 for x in sizes))
     if resume:
         stats.add_done_parts(list(checkpoint.done_parts(out).values()))
         checkpoint.remove(f"{out}/_work/_fragments")  # pieces of parts without a marker: redone whole
@@ -555,9 +618,11 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
     def heartbeat() -> None:
         while not stop.wait(1.0):
             try:
-                stats.flush("running")
+                doc = stats.flush("running")
             except OSError:  # a full or read-only disk: the run's own writes will report it
-                pass
+                continue
+            if doc is not None and console is not None:
+                console.update(doc)
 
     beat = threading.Thread(target=heartbeat, name="curate-stats", daemon=True)
     beat.start()

@@ -30,8 +30,8 @@ CREDS = {"AWS_ACCESS_KEY_ID": "curate-test", "AWS_SECRET_ACCESS_KEY": "curate-te
 BUCKET = "curate-test"
 ADDED = "2026-01-01T00:00:00Z"
 # stats.json and progress.jsonl hold timings, _run.json the input files' mtimes (the job's copy of the working dir
-# is unpacked anew); everything else must be the same bytes
-TIMED = {"stats.json", "stats/progress.jsonl", "_run.json"}
+# is unpacked anew), logs/ray.log what Ray said; everything else must be the same bytes
+TIMED = {"stats.json", "stats/progress.jsonl", "_run.json", "logs/ray.log"}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,9 @@ def test_submit_to_s3_equals_local_run(cluster, s3, project, tmp_path):
     jid = job_id(sub.stdout)
     assert f"{cluster.address}/#/jobs/{jid}" in sub.stdout and f"s3://{BUCKET}/run" in sub.stdout
     assert "preflight: ok" in sub.stdout
+    # the job's log, which --wait follows: curate's own lines (a plain run: header, table), none of Ray's executor
+    assert f"curate: pipeline.yaml -> s3://{BUCKET}/run" in sub.stdout and "documents in 114 = out" in sub.stdout
+    assert "streaming_executor" not in sub.stdout and "core_worker" not in sub.stdout
     st = curate("status", jid, "--address", cluster.address, cwd=project, env=auth(cluster))
     assert st.returncode == 0 and "SUCCEEDED" in st.stdout, st.stdout + st.stderr
     listed = curate("jobs", "--address", cluster.address, cwd=project, env=auth(cluster))
@@ -206,3 +209,107 @@ def test_insecure_address_warning():
     assert insecure_warning("http://127.0.0.1:8265") is None
     assert insecure_warning("https://ray.example.org") is None
     assert "neither loopback nor HTTPS" in insecure_warning("http://10.0.0.5:8265")
+
+
+# ------------------------------------------------------------------------ `python -m curate.localcluster` itself
+def _localcluster(nodes: int) -> tuple[subprocess.Popen, str, str, str]:
+    """Start the command-line tool; (process, temp dir, token, Jobs API address) once it says the cluster is up."""
+    proc = subprocess.Popen([sys.executable, "-m", "curate.localcluster", "--nodes", str(nodes), "--cpus", "1"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "Ctrl-C" in line:
+            break
+    text = "".join(seen)
+    root = text.split("(temp dir ", 1)[1].split(")", 1)[0]
+    token = text.split("RAY_AUTH_TOKEN=", 1)[1].split()[0]
+    address = text.split("--address ", 1)[1].split()[0]
+    return proc, root, token, address
+
+
+def _gone(root: str, within_s: float = 60.0) -> set[int]:
+    """The cluster's processes still there after waiting up to ``within_s`` for them to end."""
+    from curate.localcluster import processes_naming
+
+    deadline = time.time() + within_s
+    while (left := processes_naming(root)) and time.time() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def _kill(pids: set[int]) -> None:
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_submit_to_a_fresh_head_then_sigterm_stops_every_node(tmp_path):
+    """`curate submit` the moment the tool says the cluster is up (the job agent may not be yet: submit waits for
+    it), then `kill -TERM` the tool: no process of either `ray start --block` node remains."""
+    import signal
+
+    from curate.localcluster import processes_naming
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text("".join(
+        json.dumps({"id": str(i), "text": f"Sentence number {i} of a small test document. " * 20}) + "\n"
+        for i in range(30)))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"input": {"paths": ["data/"]},
+                                                         "output": {"path": "out", "added": ADDED},
+                                                         "steps": [{"name": "langid"}]}))
+    proc, root, token, address = _localcluster(nodes=2)
+    try:
+        sub = curate("submit", "tiny.yaml", "--address", address, "-o", str(tmp_path / "out"), "--wait",
+                     cwd=tmp_path, env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+        assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
+        assert "documents in 30 = out 30" in sub.stdout
+        assert len(processes_naming(root)) > 2  # two nodes' gcs, raylets, agents...
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        left = _gone(root)
+        assert not left, f"left running after SIGTERM: {sorted(left)}"
+        assert not os.path.exists(root)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill(processes_naming(root))
+
+
+def test_a_killed_localcluster_leaves_no_node():
+    """SIGKILL leaves the tool no chance to clean up: its watchdog stops the nodes once it is gone."""
+    from curate.localcluster import processes_naming
+
+    proc, root, _token, _address = _localcluster(nodes=1)
+    try:
+        assert processes_naming(root)
+        proc.kill()
+        proc.wait()
+        left = _gone(root)
+        assert not left, f"left running after SIGKILL: {sorted(left)}"
+    finally:
+        _kill(processes_naming(root))
+
+
+def test_submit_waits_for_the_job_agent():
+    """The head's answer while its job agent is not up (HTTP 500, Ray's words) is waited out, bounded."""
+    from curate.cluster import NO_AGENT, ClusterError, _submit_when_ready
+
+    class FreshHead:  # what JobSubmissionClient.submit_job raises for that answer, `refusals` times, then the id
+        def __init__(self, refusals: int):
+            self.refusals, self.calls = refusals, 0
+
+        def submit_job(self, **kwargs):
+            self.calls += 1
+            if self.calls <= self.refusals:
+                raise RuntimeError(f"Request failed with status code 500: {NO_AGENT}, please try again later..")
+            return "raysubmit_x"
+
+    head = FreshHead(2)
+    assert _submit_when_ready("http://h:8265", head, wait_s=30, entrypoint="x") == "raysubmit_x" and head.calls == 3
+    with pytest.raises(ClusterError, match="job agent did not come up within 1 s"):
+        _submit_when_ready("http://h:8265", FreshHead(10 ** 6), wait_s=1)

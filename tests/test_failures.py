@@ -49,7 +49,7 @@ def _config(tmp: Path, corpus: Path) -> Path:
 
 def _sums(out: Path) -> dict[str, str]:
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name not in ("stats.json", "progress.jsonl")}
+            if p.is_file() and p.name not in ("stats.json", "progress.jsonl", "ray.log")}
 
 
 def _run(cfg: Path, out: Path) -> subprocess.Popen:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -80,6 +81,69 @@ def test_extract_survives_a_crashing_child(extractor):
     out2 = extractor.process(t)
     assert out2.column(schema.FATE).to_pylist() == [None]
     assert "eighteenth century" in out2.column("text").to_pylist()[0]
+
+
+def _hogs(n: int, cpu: int | None = None) -> list:
+    """``n`` busy-looping processes (optionally pinned to one core): a machine loaded by other work."""
+    import subprocess
+    import sys
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    if cpu is not None:
+        for h in hogs:
+            os.sched_setaffinity(h.pid, {cpu})
+    return hogs
+
+
+def _stop(procs: list) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_sandbox_budget_is_cpu_seconds_with_a_wall_clock_backstop():
+    from operators.extract.sandbox import Sandbox, SandboxTimeout
+
+    box = Sandbox("sandbox_probe", "spin", memory_limit_mb=0)
+    try:
+        box.start()
+        assert box.call({"cpu_s": 0.1}, cpu_s=2.0) > 0
+        with pytest.raises(SandboxTimeout) as over:  # 30 CPU seconds of work against a budget of 0.5
+            box.call({"cpu_s": 30.0}, cpu_s=0.5)
+        assert not over.value.hung and box.proc is None  # killed, restarted on the next call
+        assert box.call({"cpu_s": 0.1}, cpu_s=2.0) > 0
+    finally:
+        box.kill()
+    idle = Sandbox("sandbox_probe", "sleep", memory_limit_mb=0)
+    try:
+        # waiting uses no CPU: 1.5 s of wall time is within a 0.5 CPU-second budget
+        assert idle.call({"wall_s": 1.5}, cpu_s=0.5) == "slept"
+        with pytest.raises(SandboxTimeout) as hung:  # ...until the wall-clock backstop
+            idle.call({"wall_s": 60.0}, cpu_s=10.0, wall_s=1.0)
+        assert hung.value.hung
+    finally:
+        idle.kill()
+
+
+def test_sandbox_budget_holds_on_a_loaded_core():
+    """The child and three busy processes share one core, so 0.6 CPU seconds of work take ~2.4 s of wall time:
+    past a 1.5 s budget counted on the clock, within a 1.5 s budget counted in CPU seconds."""
+    import time
+
+    from operators.extract.sandbox import Sandbox
+
+    box = Sandbox("sandbox_probe", "spin", memory_limit_mb=0)
+    box.start()
+    os.sched_setaffinity(box.proc.pid, {0})
+    hogs = _hogs(3, cpu=0)
+    try:
+        t0 = time.monotonic()
+        assert box.call({"cpu_s": 0.6}, cpu_s=1.5) > 0
+        wall = time.monotonic() - t0
+    finally:
+        _stop(hogs)
+        box.kill()
+    print(f"0.6 CPU s of work took {wall:.1f} s of wall time on the shared core")
 
 
 def test_decode_html_order_of_evidence():

@@ -75,7 +75,7 @@ def run_cli(cfg: Path, out: Path, *flags: str, failpoint: str | None = None) -> 
 
 def sums(out: Path) -> dict[str, str]:
     """Every output file's digest: documents, attributes, tokens, manifest, per-document stats, part markers."""
-    skip = {"stats.json", "progress.jsonl", "_run.json"}
+    skip = {"stats.json", "progress.jsonl", "_run.json", "ray.log"}
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*"))
             if p.is_file() and p.name not in skip}
 

@@ -305,7 +305,9 @@ class DecisionApplier:
 
 def cluster_histogram(decisions) -> dict[str, Any]:
     """Clusters by size (sizes of non-trivial clusters) and documents marked duplicate."""
-    reps = decisions.filter(lambda r: bool(r["is_rep"])).select_columns(["cluster_size"]).take_all()
+    from ray.data.expressions import col
+
+    reps = decisions.filter(expr=col("is_rep")).select_columns(["cluster_size"]).take_all()
     sizes = np.array([r["cluster_size"] for r in reps], dtype=np.int64)
     hist: dict[str, int] = {}
     for s in sizes.tolist():

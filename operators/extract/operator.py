@@ -60,7 +60,10 @@ def extract_page(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class ExtractParams(Params):
-    timeout_s: float = Field(10.0, gt=0, description="Hard per-document deadline; the sandbox is killed past it.")
+    timeout_s: float = Field(10.0, gt=0, description="Per-document CPU-time budget of the sandbox child (CPU "
+                             "seconds, so the decision does not depend on machine load); killed past it.")
+    hang_timeout_s: float = Field(300.0, gt=0, description="Wall-clock backstop per document for a child that "
+                                  "hangs without using CPU (blocked); far above any page's cost.")
     max_bytes: int = Field(3_000_000, gt=0, description="Larger HTML payloads are dropped as `too_large`.")
     content_types: list[str] = Field(
         ["text/html", "application/xhtml+xml"], description="MIME types extracted; others are dropped `not_html`."
@@ -128,9 +131,10 @@ class Extract(BatchOperator):
                 meta.update(charset=enc, charset_source=enc_src)
                 try:
                     res = self.sandbox.call({"html": html, "url": meta.get("url"), "options": self.trafilatura_options,
-                                             "with_metadata": p.with_metadata}, p.timeout_s)
-                except SandboxTimeout:
-                    fates[i] = (schema.ERROR, "extract_timeout", f"> {p.timeout_s}s")
+                                             "with_metadata": p.with_metadata}, p.timeout_s, p.hang_timeout_s)
+                except SandboxTimeout as e:
+                    fates[i] = ((schema.ERROR, "extract_hung", f"> {p.hang_timeout_s:g} s wall, idle") if e.hung
+                                else (schema.ERROR, "extract_timeout", f"> {p.timeout_s:g} CPU s"))
                 except SandboxCrashed as e:
                     fates[i] = (schema.ERROR, "extract_crashed", str(e))
                 except RuntimeError as e:

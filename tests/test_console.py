@@ -1,0 +1,105 @@
+"""What `curate run` shows a person (curate/console.py): on a terminal, a live display in curate's step names and a
+final table, at most ~25 lines, none of Ray's; in a log, plain progress lines. The terminal is a real pseudo-
+terminal read through pyte, a VT100 emulator, so the test sees the screen a person would, redraws resolved."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+COLS, ROWS = 160, 50
+RAY_LINE = re.compile(r"\b(INFO|WARNING)\b .*\.py:\d+ --|core_worker\.cc|raylet|streaming_executor")
+
+
+def run_on_terminal(args: list[str], cwd: Path, timeout: float = 300) -> tuple[bytes, int]:
+    """Run ``args`` with stdin/stdout/stderr on a fresh pseudo-terminal of COLS x ROWS; (all it wrote, exit code)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(COLS), "LINES": str(ROWS)}
+    proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        code = proc.wait()
+        os.close(master)
+    return b"".join(chunks), code
+
+
+def screen_lines(raw: bytes) -> list[str]:
+    """What the terminal shows after the run, scrollback included, trailing blank lines left out."""
+    import pyte
+
+    screen = pyte.HistoryScreen(COLS, ROWS, history=10_000)
+    stream = pyte.ByteStream(screen)
+    stream.feed(raw)  # the terminal's line discipline already turned "\n" into "\r\n"
+    history = ["".join(line[x].data for x in range(COLS)).rstrip() for line in screen.history.top]
+    lines = history + [ln.rstrip() for ln in screen.display]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def test_a_terminal_run_shows_curate_progress_and_the_table_only(tmp_path):
+    """`make run`'s command on a terminal: the live display appears during the run (step names, ETA by bytes),
+    then the terminal holds the table and where things are, at most 25 lines, and no line of Ray's; Ray's output
+    is in OUT/logs/ray.log."""
+    out = tmp_path / "sample"
+    raw, code = run_on_terminal([sys.executable, "-m", "curate.cli", "run", "pipeline.yaml", "-o", str(out)],
+                                cwd=REPO)
+    lines = screen_lines(raw)
+    shown = "\n".join(lines)
+    assert code == 0, shown[-3000:]
+    text = raw.decode("utf-8", "replace")
+    assert "ETA" in text and "read ·" in text and "quality_signals" in text  # the live display was drawn
+    assert len(lines) <= 25, shown
+    assert not [ln for ln in lines if RAY_LINE.search(ln)], shown
+    assert any(ln.startswith("documents in 114 = out") for ln in lines), shown
+    assert any(ln.startswith("step") and "reasons" in ln for ln in lines)
+    log = out / "logs" / "ray.log"
+    assert "Ray's output: logs/ray.log" in shown
+    assert "streaming_executor" in log.read_text()  # Ray's INFO lines went to the log, not the terminal
+
+
+def test_a_log_gets_plain_progress_lines(tmp_path):
+    """Not a terminal (a job's log, a pipe): no escape codes, one progress line every --progress-every seconds,
+    Ray's lines in the log file."""
+    out = tmp_path / "sample"
+    res = subprocess.run([sys.executable, "-m", "curate.cli", "run", "pipeline.yaml", "-o", str(out),
+                          "--progress-every", "2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    both = res.stdout + res.stderr
+    assert res.returncode == 0, both[-3000:]
+    assert "\x1b[" not in both
+    progress = [ln for ln in res.stdout.splitlines() if ln.startswith("[curate ")]
+    assert progress and all(" | " in ln and "ETA" in ln for ln in progress), res.stdout
+    assert any("extract " in ln for ln in progress)
+    assert not [ln for ln in both.splitlines() if RAY_LINE.search(ln)], both
+    assert res.stdout.splitlines()[0].startswith("curate: pipeline.yaml -> ")
