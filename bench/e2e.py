@@ -100,6 +100,9 @@ def main() -> None:
     ap.add_argument("--cluster", action="store_true",
                     help="instead: the default pipeline as `curate run` (local Ray), then `curate submit --wait` to a "
                          "local cluster of 1 node x WORKERS CPUs and of WORKERS nodes x 1 CPU; same output?")
+    ap.add_argument("--preselect-cost", action="store_true",
+                    help="instead: extract -> langid -> quality_signals [-> preselect] -> exact_dedup, with and "
+                         "without the preselect step, alternating, twice each: what a cheap model step costs")
     ap.add_argument("--bare-worker", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.bare_worker:
@@ -135,6 +138,9 @@ def main() -> None:
     if a.cluster:
         cluster_cost(tmp, full, a.workers)
         return
+    if a.preselect_cost:
+        preselect_cost(tmp, full)
+        return
     bare = measure([sys.executable, __file__, "--workers", str(a.workers), "--bare-worker", str(path),
                     str(tmp / "bare")])
     bare_counts = json.loads(bare["stdout"].strip().splitlines()[-1])
@@ -149,20 +155,25 @@ def main() -> None:
         runs[name] = (res, stats)
 
     n = bare_counts["docs_in"]
-    print(f"\n{'':<36}{'wall s':>9}{'docs/s':>9}{'peak RSS MB':>13}{'docs out':>10}")
-    print(f"{'bare multiprocessing loop':<36}{bare['wall_s']:>9.1f}{n / bare['wall_s']:>9.1f}{bare['tree_mb']:>13.0f}"
-          f"{bare_counts['docs_out']:>10}")
+    print(f"\n{'':<36}{'wall s':>9}{'docs/s':>9}{'peak PSS MB':>13}{'peak RSS MB':>13}{'docs out':>10}")
+    print(f"{'bare multiprocessing loop':<36}{bare['wall_s']:>9.1f}{n / bare['wall_s']:>9.1f}{bare['pss_mb']:>13.0f}"
+          f"{bare['tree_mb']:>13.0f}{bare_counts['docs_out']:>10}")
     for name, (res, stats) in runs.items():
         what = "subset (bare loop's steps)" if name == "subset" else "default pipeline.yaml (all steps)"
         for label, wall in ((f"curate {what}", res["wall_s"]), ("  after Ray start", stats["elapsed_s"])):
-            print(f"{label:<36}{wall:>9.1f}{n / wall:>9.1f}{res['tree_mb']:>13.0f}"
+            print(f"{label:<36}{wall:>9.1f}{n / wall:>9.1f}{res['pss_mb']:>13.0f}{res['tree_mb']:>13.0f}"
                   f"{stats['totals']['documents_out']:>10}")
     res, stats = runs["subset"]
     print(f"\nsubset ratio curate/bare (docs/s): whole command {bare['wall_s'] / res['wall_s']:.2f}x, "
           f"after Ray start {bare['wall_s'] / stats['elapsed_s']:.2f}x  (target >= 0.95x)")
+    if "full" in runs:
+        res, _ = runs["full"]
+        print(f"whole default pipeline / bare loop (wall): {res['wall_s'] / bare['wall_s']:.2f}x  (target <= 1.3x)")
     for name, (res, stats) in runs.items():
-        print(f"\n{name}: {res['wall_s']:.1f} s wall (Ray start + shutdown {res['wall_s'] - stats['elapsed_s']:.1f} s);"
-              f" CPUs {stats['cluster']['cpus']:g}")
+        ph = stats.get("phases") or {}
+        accounted = sum(ph.values())
+        print(f"\n{name}: {res['wall_s']:.1f} s wall; phases: " + ", ".join(f"{k} {v:.1f}" for k, v in ph.items())
+              + f", exit (Ray shutdown) {res['wall_s'] - accounted:.1f} s; CPUs {stats['cluster']['cpus']:g}")
         print(f"  {'step':<16}{'seconds':>9}{'wall s':>9}{'workers':>9}{'parallelism':>13}")
         for s in stats["steps"]:
             par = f"{s['parallelism']:.2f}" if s.get("parallelism") is not None else "-"
@@ -197,6 +208,30 @@ def checkpoints_cost(tmp: Path, full: dict) -> None:
     print(f"resume after a kill -9 once shard's token runs were written: {res['wall_s']:.1f} s command, "
           f"{stats['elapsed_s']:.1f} s after Ray start = {stats['elapsed_s'] / on:.2f} of an uninterrupted run; "
           f"reused {stats['resume']['checkpoints_reused']}")
+
+
+def preselect_cost(tmp: Path, full: dict) -> None:
+    """The chain the preselect-overhead issue measured, with and without `preselect` (an actor step the chain
+    before it fuses into), alternating so machine drift hits both; best of two each, whole command and after Ray
+    start, and the step's own seconds."""
+    chain = ("extract", "langid", "quality_signals", "preselect", "exact_dedup")
+    walls: dict[str, list[tuple[float, float, float]]] = {"with": [], "without": []}
+    for i, mode in enumerate(["with", "without", "without", "with"]):
+        cfg = yaml.safe_load(yaml.safe_dump(full))
+        cfg["steps"] = [s for s in cfg["steps"] if s["name"] in chain and (mode == "with" or s["name"] != "preselect")]
+        path = tmp / f"ps-{mode}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        res = measure([sys.executable, "-m", "curate.cli", "run", str(path), "-o", str(tmp / f"ps-{i}"), "-q"])
+        stats = json.loads((tmp / f"ps-{i}" / "stats.json").read_text())
+        own = next((s["seconds"] for s in stats["steps"] if s["step"] == "preselect"), 0.0)
+        walls[mode].append((res["wall_s"], stats["elapsed_s"], own))
+        ext = next(s for s in stats["steps"] if s["step"] == "extract")
+        print(f"{mode:<8} preselect: {res['wall_s']:6.1f} s command, {stats['elapsed_s']:6.1f} s after Ray start; "
+              f"extract parallelism {ext.get('parallelism')}, preselect's own {own:.2f} s", flush=True)
+    w, wo = min(walls["with"]), min(walls["without"])
+    print(f"\nwith/without preselect (best of 2): command {w[0]:.1f} / {wo[0]:.1f} s = {w[0] / wo[0]:.3f}x, after Ray "
+          f"start {w[1]:.1f} / {wo[1]:.1f} s = {w[1] / wo[1]:.3f}x (target <= 1.10x); preselect's own time "
+          f"{w[2]:.2f} s")
 
 
 def _same_bytes(a: Path, b: Path) -> bool:

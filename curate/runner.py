@@ -208,8 +208,14 @@ def actor_pool(res: Resources):
     import ray
     from ray.data import ActorPoolStrategy
 
+    # A CPU pool takes one block per actor at a time. Its input is mostly read tasks (reading fuses into it), so
+    # there is nothing to prefetch, and Ray Data's default of 4 in flight lets the first actor that is ready take
+    # four files while the others wait, then leaves blocks queued behind a busy actor at the end while another
+    # idles. A GPU pool keeps the default: its input blocks come from CPU tasks and prefetching them hides the
+    # transfer.
+    per_actor = {} if res.num_gpus else {"max_tasks_in_flight_per_actor": 1}
     if res.concurrency:
-        return ActorPoolStrategy(size=res.concurrency)
+        return ActorPoolStrategy(size=res.concurrency, **per_actor)
     total = ray.cluster_resources()
     if res.num_gpus:
         most = int(total.get("GPU", 0) // res.num_gpus)
@@ -217,7 +223,7 @@ def actor_pool(res: Resources):
         most = int(total.get("CPU", 1) // res.num_cpus)
     # start at full size: the fused task steps need every worker from the first block on, and a pool that grows
     # only once a queue builds up leaves cores idle through the start of the run
-    return ActorPoolStrategy(min_size=1, max_size=max(1, most), initial_size=max(1, most))
+    return ActorPoolStrategy(min_size=1, max_size=max(1, most), initial_size=max(1, most), **per_actor)
 
 
 class _SaveInput:
@@ -347,7 +353,7 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
     whole-dataset step it drops the parts the writer already finished (without whole-dataset steps the readers
     skip them)."""
     from curate.checkpoint import Checkpoints, done_parts, files_under
-    from curate.stats import StageTimer
+    from curate.stats import WAIT_STAGE, StageTimer
 
     import ray
 
@@ -371,7 +377,7 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
             timer = StageTimer(stats_actor, step.label)
             if not (jumped and i == start):
                 ds = _checkpointed_input(ds, ck_input, keys, have if i == dataset_steps[0] else [], per_part)
-            timer.done("materialize_input", ds.count())
+            timer.done(WAIT_STAGE, ds.count())
             if i in saved_input and not (jumped and i == start):
                 ck.mark("input", {"pieces": files_under(ck.stage_dir("input"), ".parquet"),
                                   "carried": ray.get(stats_actor.carried.remote())})
@@ -587,13 +593,19 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     import ray
     from ray.data import DataContext
 
+    from curate import checkpoint
     from curate.readers import file_size
     from curate.stats import RunStats, StatsActor
 
+    import psutil
+
+    started = psutil.Process().create_time()
+    t_init = time.time()
     if console is None:
         init_ray(cfg, address, quiet=not progress)
     else:  # everything Ray says goes to the console's log file, INFO included
         init_ray(cfg, address, worker_logs=False, log_level="INFO")
+    phases = {"startup": t_init - started, "ray_init": time.time() - t_init}
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # curate shows progress in its own step names (curate.console)
     ctx.execution_options.preserve_order = limit is not None  # `limit` must take the same documents each run
@@ -608,6 +620,7 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     sizes = [file_size(url) for url, _key in files]
     stats = RunStats(out, [s.label for s in cfg.steps] + ["write"], summary_cfg, len(files), unknown, actor,
                      cluster, bytes_total=sum(x or 0 for x in sizes))
+    stats.phases.update(phases)
     if resume:
         stats.add_done_parts(list(checkpoint.done_parts(out).values()))
         checkpoint.remove(f"{out}/_work/_fragments")  # pieces of parts without a marker: redone whole
@@ -628,10 +641,17 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     beat.start()
     status = "failed"
     try:
+        t = time.time()
         ds = build_plan(cfg, out, actor, files, limit, resume)
+        # a plan with whole-dataset steps runs everything up to the last one's barrier while it is built
+        stats.phases["plan"] = time.time() - t
+        t = time.time()
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             stats.add_parts(batch.to_pylist())
+        stats.phases["stream"] = time.time() - t
+        t = time.time()
         stats.add_parts(make_writer(cfg, out, files).finish_fragments(partial=limit is not None))
+        stats.phases["finish"] = time.time() - t
         status = "done"
     except Exception as e:  # noqa: BLE001
         raise _output_error(e) or e
