@@ -51,7 +51,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print("stats:     stats.json (live during the run), stats/docs/*.parquet (per document)"
           + (f"; {ray_log}" if ray_log else ""))
     print(f"dashboard: curate dashboard {out}   (or: curate report {out} -o report.html)")
-    return 0 if stats["totals"]["balanced"] else 3
+    code = 0 if stats["totals"]["balanced"] else 3
+    _exit_now_if_local_ray(code)
+    return code
+
+
+def _exit_now_if_local_ray(code: int) -> None:
+    """Everything is written: end the local Ray this command started without its graceful shutdown, and exit."""
+    import os
+
+    from curate.runner import end_local_ray
+
+    import ray
+
+    if not ray.is_initialized():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the driver's Ray threads report the processes' deaths ("Raylet is terminated..."): nothing more is ours
+    # to say, so nothing more reaches the terminal
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1), os.dup(2)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    if end_local_ray():
+        os._exit(code)
+    os.dup2(saved[0], 1)  # attached to a cluster: a normal exit
+    os.dup2(saved[1], 2)
 
 
 def _cmd_preflight(args: argparse.Namespace) -> int:
