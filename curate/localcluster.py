@@ -138,18 +138,7 @@ class LocalCluster:
         return found
 
     def stop(self) -> None:
-        import psutil
-
-        for _ in range(3):  # a dying raylet may still start a worker: look again
-            pids = self.pids()
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+        kill_all(self.pids)
         for p in self.procs:
             try:
                 p.wait(timeout=10)
@@ -170,6 +159,23 @@ class LocalCluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def kill_all(find) -> None:
+    """SIGKILL every pid ``find()`` returns and wait for them; look again, as a dying raylet may still start a
+    worker (three rounds)."""
+    import psutil
+
+    for _ in range(3):
+        pids = find()
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
 
 
 def processes_naming(root: str) -> set[int]:
@@ -207,16 +213,7 @@ def watch(owner: int, root: str, poll_s: float = 0.5) -> int:
         if not os.path.isdir(root):
             return 0
         time.sleep(poll_s)
-    for _ in range(3):
-        pids = processes_naming(root) - {os.getpid()}
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+    kill_all(lambda: processes_naming(root) - {os.getpid()})
     shutil.rmtree(root, ignore_errors=True)
     return 0
 

@@ -126,6 +126,7 @@ class StepRunner:
 
         return set_column(out, schema.BORN, pa.array(born, pa.string()))
 
+
 def _alive(table: pa.Table) -> int:
     """Rows no step has marked (live progress: a step's documents out so far)."""
     return table.column(schema.FATE).null_count if schema.FATE in table.column_names else table.num_rows
@@ -607,11 +608,10 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     import ray
     from ray.data import DataContext
 
+    import curate
     from curate import checkpoint
     from curate.readers import file_size
     from curate.stats import RunStats, StatsActor
-
-    import curate
 
     t_init = time.time()
     if console is None:
@@ -620,7 +620,8 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
         init_ray(cfg, address, worker_logs=False, log_level="INFO")
     phases = {"startup": t_init - curate.STARTED, "ray_init": time.time() - t_init}
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # curate shows progress in its own step names (curate.console)
+    # curate shows progress in its own step names (curate.console); Ray's bars only for `curate run -v`
+    ctx.enable_progress_bars = console is None and progress
     ctx.execution_options.preserve_order = limit is not None  # `limit` must take the same documents each run
     from ray.data.context import DEFAULT_TARGET_MAX_BLOCK_SIZE
 
@@ -648,7 +649,10 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
             except OSError:  # a full or read-only disk: the run's own writes will report it
                 continue
             if doc is not None and console is not None:
-                console.update(doc)
+                try:
+                    console.update(doc)
+                except Exception:  # noqa: BLE001 (a display problem must not stop stats.json from moving)
+                    pass
 
     beat = threading.Thread(target=heartbeat, name="curate-stats", daemon=True)
     beat.start()

@@ -141,7 +141,7 @@ class RunStats:
                  bytes_total: int | None = None):
         self.out_dir = out_dir.rstrip("/")
         self.bytes_total = bytes_total
-        # where the command's time goes (seconds): startup (process start to Ray: imports, config, listing
+        # where the command's time goes (seconds): startup (curate's import to Ray: imports, config, listing
         # inputs), ray_init, plan (building the plan; with whole-dataset steps that runs everything up to the last
         # one's input barrier), stream (the rest, to the last part written), finish (parts cut across blocks)
         self.phases: dict[str, float] = {}
@@ -219,7 +219,7 @@ class RunStats:
             stages = {k.split(":", 1)[1]: round(v, 3) for k, v in seconds.items() if k.startswith(step + ":")}
             if stages:  # whole-dataset steps time their internal stages (wall seconds)
                 row["stages"] = stages
-                row["stage_rows"] = timing.get("rows", {}).get(f"{step}:materialize_input", 0)  # its input
+                row["stage_rows"] = timing.get("rows", {}).get(f"{step}:{WAIT_STAGE}", 0)  # its input
                 # its own work; materialize_input is the wait for everything before it (extraction, models:
                 # their seconds are theirs), shown apart as `waited_s`
                 row["seconds"] = round(sum(v for k, v in stages.items() if k != WAIT_STAGE), 3)
