@@ -101,12 +101,12 @@ class _WarningTap(logging.Handler):
     def __init__(self, say) -> None:
         super().__init__(logging.WARNING)
         self.say, self.count, self.said = say, 0, set()
-        self._ids: set[int] = set()
+        self._last: logging.LogRecord | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if id(record) in self._ids:  # the same record reached two of our loggers
+        if record is self._last:  # the same record again, propagated from a child logger to a parent we tap
             return
-        self._ids.add(id(record))
+        self._last = record
         try:
             msg = record.getMessage()
         except Exception:  # noqa: BLE001

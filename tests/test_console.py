@@ -103,3 +103,28 @@ def test_a_log_gets_plain_progress_lines(tmp_path):
     assert any("extract " in ln for ln in progress)
     assert not [ln for ln in both.splitlines() if RAY_LINE.search(ln)], both
     assert res.stdout.splitlines()[0].startswith("curate: pipeline.yaml -> ")
+
+
+def test_ray_warnings_are_counted_and_the_ones_that_matter_restated(tmp_path):
+    """Ray's Python loggers are tapped while a run's output is captured: a worker killed for memory is said in
+    curate's words (once), Ray's notice about an actor pool holding every CPU is not counted, the rest are."""
+    import logging
+
+    from curate.console import RunConsole
+
+    console = RunConsole("plain")
+    said: list[str] = []
+    console._tap.say = said.append
+    console.capture(str(tmp_path / "ray.log"), "header")
+    try:
+        log = logging.getLogger("ray.data._internal.execution")
+        for _ in range(2):
+            log.warning("Task failed: the worker was killed due to memory pressure (OOM); retrying")
+        log.warning("Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will hang")
+        log.warning("Truncating long operator name to 100 characters.")
+    finally:
+        console.close()
+    assert said == ["warning: a worker was killed for lack of memory; Ray retries its task (give steps fewer CPUs "
+                    "or the machine more memory if it repeats)"]
+    assert console._tap.count == 3
+    assert console.summary_line(str(tmp_path)) == "Ray's output: ray.log (3 warnings from Ray)"
