@@ -99,8 +99,8 @@ def test_a_log_gets_plain_progress_lines(tmp_path):
     assert res.returncode == 0, both[-3000:]
     assert "\x1b[" not in both
     progress = [ln for ln in res.stdout.splitlines() if ln.startswith("[curate ")]
-    assert progress and all(" | " in ln and "ETA" in ln for ln in progress), res.stdout
-    assert any("extract " in ln for ln in progress)
+    assert progress and all("ETA" in ln for ln in progress), res.stdout
+    assert any(" | extract " in ln for ln in progress), res.stdout  # a line before any step moved has none
     assert not [ln for ln in both.splitlines() if RAY_LINE.search(ln)], both
     assert res.stdout.splitlines()[0].startswith("curate: pipeline.yaml -> ")
 
