@@ -30,8 +30,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         from curate.console import RunConsole
 
-        console = RunConsole.pick(args.quiet)
-        console.interval_s = args.progress_every
+        console = RunConsole.pick(args.quiet, args.progress_every)
     stats = run_pipeline(cfg, out, address=args.address, limit=args.limit, overwrite=args.overwrite,
                          progress=not args.quiet, resume=args.resume, console=console)
     print()
@@ -76,8 +75,10 @@ def _exit_now_if_local_ray(code: int) -> None:
     os.dup2(devnull, 2)
     if end_local_ray():
         os._exit(code)
-    os.dup2(saved[0], 1)  # attached to a cluster: a normal exit
-    os.dup2(saved[1], 2)
+    for fd, target in zip(saved, (1, 2)):  # attached to a cluster: a normal exit
+        os.dup2(fd, target)
+        os.close(fd)
+    os.close(devnull)
 
 
 def _cmd_preflight(args: argparse.Namespace) -> int:

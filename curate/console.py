@@ -140,12 +140,12 @@ class RunConsole:
         self._tap = _WarningTap(self.say)
 
     @staticmethod
-    def pick(quiet: bool, stream: IO[str] | None = None) -> "RunConsole":
+    def pick(quiet: bool, interval_s: float = 30.0, stream: IO[str] | None = None) -> "RunConsole":
         """``quiet`` -> quiet; a terminal -> live; anything else (a job log, a pipe) -> plain lines."""
         stream = stream or sys.stdout
         if quiet:
             return RunConsole("quiet")
-        return RunConsole("live" if stream.isatty() else "plain")
+        return RunConsole("live" if stream.isatty() else "plain", interval_s)
 
     # ------------------------------------------------------------------------------------------ capture
     def capture(self, log_path: str, header: str, append: bool = False) -> None:

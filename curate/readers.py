@@ -416,13 +416,13 @@ def read_parquet(stream: io.BufferedIOBase, rows: _Rows, spec: InputSpec, skippe
 READERS = {"warc": read_warc, "jsonl": read_jsonl, "parquet": read_parquet}
 
 
-def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tuple[int, int], ...] = ()
-              ) -> Iterator[pa.Table]:
+def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tuple[int, int], ...] = (),
+              size: int | None = None) -> Iterator[pa.Table]:
     """Stream one input file as blocks; report skipped records to the stats actor when done.
 
     ``skip``: sorted, disjoint ordinal intervals ``(first, last)`` a resumed run already has (finished parts,
     checkpointed input): the file is still parsed, to reach the records after them and to count its records,
-    but their rows are not yielded."""
+    but their rows are not yielded. ``size``: the file's bytes, as the driver listed them (progress and ETA)."""
 
     def unseen(block: pa.Table) -> pa.Table:
         if not skip:
@@ -465,7 +465,7 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tu
     if stats_actor is not None:
         import ray
 
-        ray.get(stats_actor.add_read.remote(url, rows.ordinal, dict(skipped), file_size(url)))
+        ray.get(stats_actor.add_read.remote(url, rows.ordinal, dict(skipped), size))
         from curate.stats import worker_id
 
         ray.get(stats_actor.add_time.remote("read", seconds, rows.ordinal, worker_id(), started, time.time(), alive))
@@ -494,7 +494,8 @@ def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str
                 size = file_size(url)
                 meta = BlockMetadata(num_rows=None, size_bytes=size, input_files=[url], exec_stats=None)
                 done = (skip or {}).get(url, ())
-                tasks.append(ReadTask(lambda url=url, done=done: read_file(url, spec, stats_actor, done), meta,
+                tasks.append(ReadTask(lambda url=url, done=done, size=size: read_file(url, spec, stats_actor, done,
+                                                                                      size), meta,
                                       per_task_row_limit=per_task_row_limit))
             return tasks
 
