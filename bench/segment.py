@@ -30,7 +30,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from operators.segment import eval as se  # noqa: E402
-from operators.segment.model import load_model, model_thresholds, sentence_ends, spans_from_boundaries  # noqa: E402
+from operators.segment.model import load_model, model_thresholds, rule_masks, sentence_ends, \
+    spans_from_boundaries  # noqa: E402
 
 LEAVE_OUT = ("sv", "kk", "fa", "mr", "yue")  # Latin, Cyrillic, Arabic, Devanagari, Han
 PUNKT = {"cs": "czech", "el": "greek", "en": "english", "es": "spanish", "fi": "finnish", "fr": "french",
@@ -45,8 +46,9 @@ def bundled_system(model_path: str | None, rules: bool = True):
     def run(texts: list[str], lang: str | None) -> list[set[int]]:
         thresholds = model_thresholds(model.config, lang)
         out = []
-        for text, p in zip(texts, model.predict_proba(texts)):
-            ends = sentence_ends(text, p, thresholds, lang, rules)
+        masks = rule_masks(texts, [lang] * len(texts), rules)
+        for text, p, mask in zip(texts, model.predict_proba(texts, masks), masks):
+            ends = sentence_ends(text, p, thresholds, mask)
             out.append(se.boundaries_from_spans(text, spans_from_boundaries(text, ends, p)))
         return out
     return run
@@ -218,30 +220,29 @@ def main() -> int:
 
 def print_targets(table: se.Table, langs: list[str], rules: list[str], best_rule: dict, left: dict | None,
                   speed: float) -> None:
-    """The issue's targets on the dev split, each with its measured value."""
+    """The issue's targets on the dev split (issue 30: segmenter v3), each with its measured value; then the
+    left-out languages, reported against the trained ones."""
     clean = table.macro("bundled", "clean", langs)
     per_lang_gap = {lang: table.rows[("bundled", "clean", lang)].f1
                     - max(table.rows[(n, "clean", lang)].f1 for n in rules) for lang in langs}
-    worst = sorted(per_lang_gap.items(), key=lambda kv: kv[1])[:5]
+    worst = sorted(per_lang_gap.items(), key=lambda kv: kv[1])
+    below = [(k, v) for k, v in worst if v < -0.02]
+    both = table.macro("bundled", "both", langs)
     targets = [
-        (f"clean >= best rule ({best_rule['clean'][0]}) + 0.02", f"{clean:.3f} vs {best_rule['clean'][1] + 0.02:.3f}",
-         clean >= best_rule["clean"][1] + 0.02),
-        ("clean: no language > 0.05 below its best rule splitter",
-         "worst " + ", ".join(f"{k} {v:+.2f}" for k, v in worst), worst[0][1] >= -0.05),
-        ("lower >= best rule's clean - 0.02", f"{table.macro('bundled', 'lower', langs):.3f} vs "
-         f"{best_rule['clean'][1] - 0.02:.3f}", table.macro("bundled", "lower", langs) >= best_rule["clean"][1] - 0.02),
+        (f"clean >= best rule ({best_rule['clean'][0]}) + 0.03", f"{clean:.3f} vs {best_rule['clean'][1] + 0.03:.3f}",
+         clean >= best_rule["clean"][1] + 0.03),
+        ("clean: no language more than 0.02 below its best rule splitter",
+         f"{len(below)} below: " + (", ".join(f"{k} {v:+.2f}" for k, v in below) or "none")
+         + f"; closest: " + ", ".join(f"{k} {v:+.2f}" for k, v in worst[len(below):len(below) + 3]), not below),
+        ("punctuation stripped + lower-cased (both) >= 0.50", f"{both:.3f}", both >= 0.50),
+        (">= 1 MB/s per core", f"{speed:.2f}", speed >= 1.0),
     ]
-    for h in ("nopunct", "both"):
-        v = table.macro("bundled", h, langs)
-        targets.append((f"{h} >= 0.60", f"{v:.3f}", v >= 0.60))
-    if left:
-        gap = left["clean"]["trained"] - left["clean"]["left_out"]
-        targets.append(("left-out languages within 0.10 of trained ones, clean",
-                        f"{left['clean']['left_out']:.3f} vs {left['clean']['trained']:.3f}", gap <= 0.10))
-    targets.append((">= 1 MB/s per core", f"{speed:.2f}", speed >= 1.0))
     print("\ntargets (dev split):")
     for name, value, ok in targets:
         print(f"  [{'met' if ok else 'NOT MET'}] {name}: {value}")
+    if left:
+        print(f"  (left-out languages, clean: {left['clean']['left_out']:.3f} vs {left['clean']['trained']:.3f} "
+              f"trained; both: {left['both']['left_out']:.3f} vs {left['both']['trained']:.3f})")
 
 
 if __name__ == "__main__":

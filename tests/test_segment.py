@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from operators.segment import eval as se
-from operators.segment.model import THRESHOLD_KEYS, featurize, fit_lengths, load_model, rule_mask, \
-    sentence_ends, spans_from_boundaries, text_kind
+from operators.segment.model import RULE_NO, RULE_NONE, RULE_YES, THRESHOLD_KEYS, featurize, fit_lengths, \
+    load_model, rule_mask, rule_masks, sentence_ends, spans_from_boundaries, text_kind
 from operators.segment.operator import Segment, SegmentParams
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sentences"
@@ -258,11 +258,38 @@ def test_rule_signal_moves_the_threshold_on_punctuated_text_only():
     probs = np.zeros(len(text), dtype=np.float32)
     town, dr = text.index("town.") + 4, text.index("Dr.") + 2
     probs[town], probs[dr] = 0.3, 0.6  # the model alone: "Dr." ends a sentence, "town." does not
-    assert sentence_ends(text, probs, th, "en") == [dr]
-    assert sentence_ends(text, probs, th, "en", rules=True) == [town]
-    assert sentence_ends(text, probs, th, None, rules=True) == [dr]  # no language, no rules to trust
+    assert sentence_ends(text, probs, th) == [dr]  # the model alone
+    [m] = rule_masks([text], ["en"])
+    assert sentence_ends(text, probs, th, m) == [town]
+    assert np.array_equal(rule_masks([text], [None])[0], m)  # unknown language: sentencex's default rules
+    assert rule_masks([text], ["en"], rules=False) == [None]
     flat = "he met dr smith at five in town then he left"  # unpunctuated: the rules have no say
-    p2 = np.zeros(len(flat), dtype=np.float32)
-    p2[flat.index("town") + 3] = 0.6
-    town = flat.index("town") + 3
-    assert sentence_ends(flat, p2, th, "en", rules=True) == sentence_ends(flat, p2, th, "en") == [town]
+    assert rule_masks([flat], ["en"]) == [None]
+
+
+def test_rule_opinion_is_an_input_of_the_model():
+    """Format 3: the rule splitter's ends reach the head as one of three states per candidate, and they change
+    the model's probabilities where (and only where) the text has candidates."""
+    text = "He met Dr. Smith at 5 p.m. in town. Then he left. Fine"
+    masks = rule_masks([text, text], ["en", "en"], rules=True)[:1] + [None]
+    packed = featurize([text, text], 8192, 30, 0, masks=masks)
+    first = packed.candidates < packed.starts[1]
+    states = set(packed.rule[first].tolist())
+    assert states == {RULE_NO, RULE_YES} and set(packed.rule[~first].tolist()) == {RULE_NONE}
+    town = packed.starts[0] + text.index("town.") + 4
+    assert packed.rule[packed.candidates == town].tolist() == [RULE_YES]
+    model = load_model()
+    with_rules, without = model.predict_proba([text], masks[:1])[0], model.predict_proba([text])[0]
+    assert not np.allclose(with_rules, without)
+    assert np.array_equal(with_rules > 0, without > 0)  # same candidates
+
+
+def test_a_word_may_end_in_a_combining_mark():
+    """Without punctuation, a sentence can end on an Indic vowel sign or a Yoruba tone mark: such a mark before a
+    space is a candidate (format 2 had none there: 0 F1 on unpunctuated Malayalam, Marathi, Tamil, Telugu)."""
+    text = "वह घर गया वह थक गया था"  # "गया" ends in the vowel sign ा (a combining mark)
+    packed = featurize([text], 8192, 30, 0)
+    ends = set((packed.candidates - packed.starts[0]).tolist())
+    gaya = text.index("गया") + 2
+    assert unicodedata.category(text[gaya])[0] == "M" and gaya in ends
+    assert all(unicodedata.category(text[i + 1])[0] != "M" for i in ends if i + 1 < len(text))

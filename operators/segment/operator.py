@@ -11,7 +11,7 @@ Backends:
 * ``bundled`` (default): the small SaT-style character model trained by ``curate train segmenter`` and shipped in
   the package (``operators/segment/assets/``, numpy inference, no torch). Robust to missing punctuation/casing.
   Thresholds per kind of text and per language (``metadata.language``); on punctuated text sentencex's boundaries
-  are one more signal (``rule_signal``).
+  are an input of the model and one more signal in the decision (``rule_signal``).
 * ``sat``: the real SaT models through ``wtpsplit`` (or ``wtpsplit-lite``): ``model`` is a hub name
   (``sat-3l-sm``; needs hub access or a filled HF cache) or a local directory with ``model_optimized.onnx`` and the
   XLM-R tokenizer files (``sat_tokenizer`` when they live elsewhere).
@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 
 from curate.operator import BatchOperator, Params, set_column
 from operators.segment.model import PUNCTUATED, THRESHOLD_KEYS, fit_lengths, load_model, model_thresholds, \
-    sentence_ends, spans_from_boundaries
+    rule_masks, sentence_ends, spans_from_boundaries
 
 SPANS = pa.list_(pa.list_(pa.float64()))
 
@@ -48,9 +48,10 @@ class SegmentParams(Params):
     threshold_unpunctuated: float | None = Field(None, gt=0, lt=1, description="bundled: the threshold for text "
                                                  "with (almost) no terminal punctuation, cased or lower-cased; "
                                                  "default: the model's own.")
-    rule_signal: bool = Field(True, description="bundled: on punctuated text, sentencex's boundaries (the "
-                              "document's language, from langid) are one more signal: they need less probability, "
-                              "the model's other candidates more (both thresholds chosen on held-out text).")
+    rule_signal: bool = Field(True, description="bundled: on punctuated text, sentencex's boundaries (in the "
+                              "document's language, from langid; its default rules when there is none) are an "
+                              "input of the model, and they need less probability, the model's other candidates "
+                              "more (both thresholds chosen on held-out text).")
     max_length: int | None = Field(None, gt=0, description="Max characters per sentence; longer ones are cut at "
                                    "the most probable places so every piece fits.")
     min_length: int | None = Field(None, gt=0, description="Sentences shorter than this merge into a neighbour.")
@@ -106,10 +107,10 @@ class Segment(BatchOperator):
             self.by_lang[lang] = {**(model_thresholds(self.own, lang) if self.own else {}), **self.overrides}
         return self.by_lang[lang]
 
-    def probabilities(self, texts: list[str]) -> list[np.ndarray]:
+    def probabilities(self, texts: list[str], masks: list[np.ndarray | None]) -> list[np.ndarray]:
         p: SegmentParams = self.params  # type: ignore[assignment]
         if p.backend == "bundled":
-            return self.model.predict_proba(texts)
+            return self.model.predict_proba(texts, masks)
         return [np.asarray(x, dtype=np.float32) for x in self.model.predict_proba(texts)]
 
     def spans(self, texts: list[str], langs: list[str | None]) -> list[list]:
@@ -131,9 +132,10 @@ class Segment(BatchOperator):
             return out
         rules = p.backend == "bundled" and p.rule_signal
         for i in range(0, len(texts), p.batch_size):
-            chunk = texts[i:i + p.batch_size]
-            for text, lang, probs in zip(chunk, langs[i:i + p.batch_size], self.probabilities(chunk)):
-                ends = sentence_ends(text, probs, self.thresholds(lang), lang, rules)
+            chunk, chunk_langs = texts[i:i + p.batch_size], langs[i:i + p.batch_size]
+            masks = rule_masks(chunk, chunk_langs, rules)
+            for text, lang, probs, mask in zip(chunk, chunk_langs, self.probabilities(chunk, masks), masks):
+                ends = sentence_ends(text, probs, self.thresholds(lang), mask)
                 spans = spans_from_boundaries(text, ends, probs)
                 out.append(fit_lengths(text, spans, probs, p.max_length, p.min_length))
         return out

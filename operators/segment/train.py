@@ -2,8 +2,10 @@
 
 Recipe (after SaT): every epoch re-draws, per document, a corruption - clean, lower-cased, punctuation removed, or
 both - and how sentences are joined (the document's own joiner, or a newline), so the model learns boundaries
-from words and casing when punctuation is there and from words alone when it is not. Languages are balanced: each
-contributes between a floor (small languages repeat, with fresh corruptions) and a cap of characters per epoch.
+from words and casing when punctuation is there and from words alone when it is not. Punctuated text carries the
+rule splitter's (sentencex's) ends as an input, as at inference, except for a share shown without them (text of
+unknown language). Languages are balanced: each contributes between a floor (small languages repeat, with fresh
+corruptions) and a cap of characters per epoch.
 5% of the training documents (by position) are held out to pick the thresholds (per kind of text, and per
 language where the held-out part is large enough); the dev split is never read here. ``exclude`` leaves languages
 out entirely (bench/segment.py's leave-languages-out run). The result is a small .npz (float16 weights + JSON
@@ -23,8 +25,8 @@ import numpy as np
 
 from operators.segment import eval as se
 from curate.files import file_sha256
-from operators.segment.model import MODEL_FORMAT, N_CLASSES, WORD_PAIRS, WORD_SLOTS, decide, featurize, \
-    n_word_features
+from operators.segment.model import MODEL_FORMAT, N_CLASSES, PUNCTUATED, WORD_PAIRS, WORD_SLOTS, decide, \
+    featurize, n_word_features, rule_mask, rule_masks, text_kind
 
 
 @dataclass
@@ -37,7 +39,7 @@ class TrainConfig:
     # the head's first layer is most of the inference cost, and this cuts it ~3x for little accuracy
     offsets: list[int] = field(default_factory=lambda: [-20, -16, -12, -9, -7, -5, -4, -3, -2, -1, 0, 1, 2, 3,
                                                          4, 5, 7, 9, 12, 16])
-    hidden: int = 96
+    hidden: int = 128
     word_buckets: int = 1 << 17
     word_dim: int = 24
     word_slots: list[int] = field(default_factory=lambda: list(WORD_SLOTS))
@@ -45,7 +47,9 @@ class TrainConfig:
     dropout: float = 0.2  # on the head's input
     word_dropout: float = 0.15  # a word slot is blanked (bucket 0) with this probability, so casing/punctuation
     # and characters keep their weight instead of memorised words
-    epochs: int = 14
+    rule_dim: int = 8  # embedding of the rule splitter's opinion at a candidate (none / no / yes)
+    p_no_rules: float = 0.15  # punctuated training text shown without the rule opinion (unknown language, rules off)
+    epochs: int = 20
     lr: float = 3e-3
     batch_chars: int = 32768
     chars_per_lang: int = 400_000  # per epoch, at most
@@ -76,8 +80,9 @@ def _net(cfg: TrainConfig):
             self.conv = nn.Conv1d(cfg.dim, cfg.channels, cfg.kernel, padding=cfg.kernel // 2)
             self.word_emb = nn.Embedding(cfg.word_buckets, cfg.word_dim) if cfg.word_buckets else None
             n_words = n_word_features(cfg.word_slots, cfg.word_pairs) * cfg.word_dim if cfg.word_buckets else 0
+            self.rule_emb = nn.Embedding(3, cfg.rule_dim)
             self.proj = nn.Linear(cfg.channels, cfg.proj)
-            self.fc1 = nn.Linear(len(cfg.offsets) * cfg.proj + n_words, cfg.hidden)
+            self.fc1 = nn.Linear(len(cfg.offsets) * cfg.proj + n_words + cfg.rule_dim, cfg.hidden)
             self.fc2 = nn.Linear(cfg.hidden, 1)
             self.register_buffer("offsets", torch.tensor(cfg.offsets, dtype=torch.long))
             # Dropout masks are slices of one pre-drawn bank: torch's CPU bernoulli over the head's input (millions
@@ -96,7 +101,7 @@ def _net(cfg: TrainConfig):
             start = int(torch.randint(0, len(self.bank) - n, (1,), generator=self.gen)) if n < len(self.bank) else 0
             return f * self.bank[start:start + n].view_as(f)
 
-        def forward(self, ids, cls, cand, words):
+        def forward(self, ids, cls, cand, words, rule):
             x = self.emb(ids) + self.emb_cls(cls)
             h = self.proj(torch.relu(self.conv(x.T.unsqueeze(0)))[0].T)
             idx = (cand[:, None] + self.offsets[None, :]).reshape(-1)
@@ -105,24 +110,31 @@ def _net(cfg: TrainConfig):
                 if self.training and cfg.word_dropout:
                     words = words * (torch.rand(words.shape, generator=self.gen) >= cfg.word_dropout)
                 f = torch.cat([f, self.word_emb(words).reshape(len(cand), -1)], dim=1)
-            return self.fc2(torch.relu(self.fc1(self._drop(f))))[:, 0]
+            # the rule input goes past dropout: it is one clean signal, dropped whole per text (p_no_rules) instead
+            f = torch.cat([self._drop(f), self.rule_emb(rule)], dim=1)
+            return self.fc2(torch.relu(self.fc1(f)))[:, 0]
 
     return Net()
 
 
-def _examples(docs: list[se.Doc], cfg: TrainConfig, rng: random.Random) -> list[tuple[str, set[int]]]:
+def _examples(docs: list[se.Doc], cfg: TrainConfig, rng: random.Random) -> list[tuple[str, set[int], object]]:
+    """(text, gold ends, rule mask or None) per document: a fresh corruption, joiner and rule opinion. The rule mask
+    is what inference computes (``rule_masks``: punctuated text only), except that ``p_no_rules`` of the punctuated
+    texts go without it, as text of unknown language does at inference."""
     hows, weights = zip(*cfg.p_corrupt.items())
     out = []
     for d in docs:
         how = rng.choices(hows, weights)[0]
         joiner = "\n" if rng.random() < cfg.p_newline_join else None
         text, gold = se.build(d, how, joiner)
+        with_rules = rng.random() >= cfg.p_no_rules
         if text:
-            out.append((text, gold | {len(text) - 1}))
+            mask = rule_mask(text, d.lang) if with_rules and text_kind(text) in PUNCTUATED else None
+            out.append((text, gold | {len(text) - 1}, mask))
     return out
 
 
-def _batches(examples: list[tuple[str, set[int]]], cfg: TrainConfig):
+def _batches(examples: list[tuple[str, set[int], object]], cfg: TrainConfig):
     batch, size = [], 0
     for ex in examples:
         batch.append(ex)
@@ -137,14 +149,15 @@ def _batches(examples: list[tuple[str, set[int]]], cfg: TrainConfig):
 def _tensors(batch, cfg: TrainConfig):
     import torch
 
-    packed = featurize([t for t, _ in batch], cfg.vocab, cfg.margin, cfg.word_buckets, tuple(cfg.word_slots),
-                       tuple(tuple(p) for p in cfg.word_pairs))
+    packed = featurize([t for t, _, _ in batch], cfg.vocab, cfg.margin, cfg.word_buckets, tuple(cfg.word_slots),
+                       tuple(tuple(p) for p in cfg.word_pairs), [m for _, _, m in batch])
     labels = np.zeros(len(packed.ids), dtype=np.float32)
-    for s, (_, gold) in zip(packed.starts.tolist(), batch):
+    for s, (_, gold, _) in zip(packed.starts.tolist(), batch):
         labels[[s + g for g in gold]] = 1.0
     cand = packed.candidates
     return (torch.from_numpy(packed.ids), torch.from_numpy(packed.cls.astype(np.int64)),
-            torch.from_numpy(cand), torch.from_numpy(packed.words), torch.from_numpy(labels[cand]))
+            torch.from_numpy(cand), torch.from_numpy(packed.words), torch.from_numpy(packed.rule),
+            torch.from_numpy(labels[cand]))
 
 
 def _draw(train: dict[str, list[se.Doc]], cfg: TrainConfig, rng: random.Random) -> list[se.Doc]:
@@ -179,12 +192,12 @@ def export(net, cfg: TrainConfig, thresholds: dict[str, float], by_lang: dict[st
               "channels": cfg.channels, "proj": cfg.proj, "offsets": cfg.offsets, "hidden": cfg.hidden,
               "margin": cfg.margin,
               "word_buckets": cfg.word_buckets, "word_dim": cfg.word_dim, "word_slots": cfg.word_slots,
-              "word_pairs": cfg.word_pairs,
+              "word_pairs": cfg.word_pairs, "rule_dim": cfg.rule_dim,
               "thresholds": thresholds, "language_thresholds": by_lang}
     arrays = {"emb": sd["emb.weight"], "emb_cls": sd["emb_cls.weight"], "conv_w": sd["conv.weight"],
               "conv_b": sd["conv.bias"], "proj_w": sd["proj.weight"], "proj_b": sd["proj.bias"],
               "fc1_w": sd["fc1.weight"], "fc1_b": sd["fc1.bias"],
-              "fc2_w": sd["fc2.weight"], "fc2_b": sd["fc2.bias"]}
+              "fc2_w": sd["fc2.weight"], "fc2_b": sd["fc2.bias"], "rule_emb": sd["rule_emb.weight"]}
     if cfg.word_buckets:
         arrays["word_emb"] = sd["word_emb.weight"]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,15 +219,17 @@ def choose_thresholds(model, held: dict[str, list[se.Doc]]) -> tuple[dict[str, f
     part has enough boundaries to trust, the same search over that language's cells, kept only where it gains:
     once casing and punctuation are gone, probabilities are calibrated differently per language, and the operator
     knows the language from langid (metadata.language)."""
-    from operators.segment.model import KINDS, THRESHOLD_KEYS, rule_mask, text_kind
+    from operators.segment.model import KINDS, THRESHOLD_KEYS
 
-    cells = []  # (how, lang, [(gold, probs, kind, last, rule mask)])
+    cells = []  # (how, lang, [(gold, probs without rules, kind, last, rule mask, probs with the rule input)])
     for how in se.CORRUPTIONS:
         for lang, docs in held.items():
             built = [b for b in (se.build(d, how) for d in docs) if b[0]]
-            probs = model.predict_proba([t for t, _ in built])
-            cells.append((how, lang, [(g, p, text_kind(t), len(t) - 1, rule_mask(t, lang))
-                                      for (t, g), p in zip(built, probs)]))
+            texts = [t for t, _ in built]
+            masks = rule_masks(texts, [lang] * len(texts))
+            bare, ruled = model.predict_proba(texts), model.predict_proba(texts, masks)
+            cells.append((how, lang, [(g, p, text_kind(t), len(t) - 1, m, pr)
+                                      for (t, g), p, m, pr in zip(built, bare, masks, ruled)]))
     rule_keys = [k for k in THRESHOLD_KEYS if k not in KINDS]
 
     def search(th: dict[str, float], keys, mine, rules: bool, prior: dict[str, float]) -> dict[str, float]:
@@ -258,8 +273,9 @@ MIN_LANGUAGE_BOUNDARIES = 40  # held-out gold boundaries a language needs for th
 
 def _cell_f1(docs, th: dict[str, float], rules: bool) -> float:
     prf = se.PRF()
-    for gold, p, kind, last, mask in docs:
-        prf.add(gold, set(np.flatnonzero(decide(p, kind, th, mask if rules else None)).tolist()) - {last})
+    for gold, p, kind, last, mask, p_ruled in docs:
+        ends = decide(p_ruled, kind, th, mask) if rules else decide(p, kind, th)
+        prf.add(gold, set(np.flatnonzero(ends).tolist()) - {last})
     return prf.f1
 
 
@@ -293,8 +309,8 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * min(step, total_steps) / total_steps))
             for g in opt.param_groups:
                 g["lr"] = lr
-            ids, cls, cand, words, y = _tensors(batch, cfg)
-            logits = net(ids, cls, cand, words)
+            ids, cls, cand, words, rule, y = _tensors(batch, cfg)
+            logits = net(ids, cls, cand, words, rule)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
             opt.zero_grad()
             loss.backward()
