@@ -17,7 +17,6 @@ sandbox, no attribute files, no per-document stats: the ratio is the price of th
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -40,6 +39,7 @@ def _bare_file(args: tuple[str, str]) -> tuple[int, int]:
     from trafilatura.metadata import extract_metadata
     from warcio.archiveiterator import ArchiveIterator
 
+    from curate.writer import compress
     from operators.extract.operator import decode_html
     from scorers.langid import bundled_lid_model
     from scorers.quality_signals import signals
@@ -71,7 +71,7 @@ def _bare_file(args: tuple[str, str]) -> tuple[int, int]:
             lines.append(json.dumps({"id": rec.rec_headers.get_header("WARC-Record-ID"), "text": text,
                                      "metadata": {"url": url, "title": meta.title if meta else None,
                                                   "lang": label[9:], **s}}, ensure_ascii=False))
-    data = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6, mtime=0)
+    data = compress(("\n".join(lines) + "\n").encode(), "gzip")  # curate's own gzip (ISA-L), as in the output
     Path(out_dir, Path(path).name + ".jsonl.gz").write_bytes(data)
     return n_in, len(lines)
 

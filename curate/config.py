@@ -105,6 +105,9 @@ class RaySpec(_Strict):
     target_max_block_bytes: int | None = Field(
         None, gt=0, description="Ray Data block size target (default 128 MiB). Ray merges the reader's blocks of one "
         "file up to it, so it sets the size of output parts and the memory a task holds.")
+    op_resource_reservation: bool | None = Field(
+        None, description="Ray Data's per-operator resource reservation. Default: off for a local Ray (on 2 CPUs it "
+        "runs a materialised dataset's map stages one task at a time), Ray's own default (on) on a cluster.")
 
 
 class StepSpec(BaseModel):

@@ -508,6 +508,19 @@ def init_ray(cfg: PipelineConfig, address: str | None, quiet: bool = False, work
                  runtime_env={"env_vars": env_vars} if env_vars else None, **log_opts)
 
 
+def reserve_op_resources(cfg: PipelineConfig, address: str | None) -> bool:
+    """Whether Ray Data reserves a share of the resources for each operator (``ray.op_resource_reservation``).
+
+    Off for a local Ray unless asked: the reservation sizes each operator's budget by the number of operators, not
+    by the data, and on a small machine a map over a materialised dataset (a whole-dataset step's stages, the
+    decisions applied before writing) then gets one task at a time: measured on 2 CPUs, 4 blocks of 0.5 s take
+    1.78 s with it and 1.07 s without, and a minhash-only run's signatures 1.5-1.8 s vs 0.8-0.9 s. On a cluster
+    Ray's default (on) stays: there many operators share the object store, which the reservation budgets."""
+    if cfg.ray.op_resource_reservation is not None:
+        return cfg.ray.op_resource_reservation
+    return bool(address or cfg.ray.address)
+
+
 def prepare_out_dir(out_dir: str, overwrite: bool, resume: bool = False) -> None:
     from curate import storage
 
@@ -626,6 +639,7 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     from ray.data.context import DEFAULT_TARGET_MAX_BLOCK_SIZE
 
     ctx.target_max_block_size = cfg.ray.target_max_block_bytes or DEFAULT_TARGET_MAX_BLOCK_SIZE
+    ctx.op_resource_reservation_enabled = reserve_op_resources(cfg, address)
     actor = StatsActor.remote()
     summary_cfg = {"path": cfg.path, **run_config(cfg), "output": {**cfg.output.model_dump(), "path": out}}
     res = ray.cluster_resources()
@@ -638,7 +652,7 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     if resume:
         stats.add_done_parts(list(checkpoint.done_parts(out).values()))
         checkpoint.remove(f"{out}/_work/_fragments")  # pieces of parts without a marker: redone whole
-    stats.flush("running", force=True)
+    stats.flush("running", force=True, timing=False)  # the actor is still starting: nothing to ask it yet
     # stats.json keeps moving even while a whole-dataset step blocks the driver in build_plan (materialising)
     stop = threading.Event()
 

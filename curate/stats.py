@@ -180,8 +180,8 @@ class RunStats:
                 self.kept_chars += int(s["kept_chars"])
                 self.counts.update(json.loads(s["counts"]))
 
-    def render(self, status: str) -> dict[str, Any]:
-        timing = ray.get(self.actor.snapshot.remote()) if self.actor is not None else {}
+    def render(self, status: str, with_timing: bool = True) -> dict[str, Any]:
+        timing = ray.get(self.actor.snapshot.remote()) if self.actor is not None and with_timing else {}
         seconds = timing.get("seconds", {})
         by_step: dict[str, dict[str, Counter]] = {s: {"drop": Counter(), "error": Counter()} for s in self.steps}
         created: Counter = Counter()
@@ -258,12 +258,15 @@ class RunStats:
             },
         }
 
-    def flush(self, status: str = "running", force: bool = False) -> dict[str, Any] | None:
+    def flush(self, status: str = "running", force: bool = False, timing: bool = True) -> dict[str, Any] | None:
+        """Render and write stats.json (at most about once a second unless ``force``). ``timing`` False: without
+        the stats actor's numbers, for the first write of a run, which would otherwise wait for the actor's worker
+        process to start (~0.5 s a command pays before any work is planned)."""
         with self._lock:
             if not force and time.time() - self._last_flush < 0.9:
                 return None
             self._last_flush = time.time()
-            doc = self.render(status)
+            doc = self.render(status, timing)
             self._write(doc, status)
         return doc
 

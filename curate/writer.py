@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
+from isal import igzip
 
 from curate import failpoints, schema, storage
 
@@ -85,10 +86,13 @@ def atomic_write(url: str, data: bytes) -> None:
 
 def compress(data: bytes, codec: str, threads: int = 1) -> bytes:
     """zstd level 3 in zstd's multi-threaded format (threads >= 1), whose bytes do not depend on the thread count,
-    so a writer may use more threads without changing its output; gzip level 6 without a timestamp."""
+    so a writer may use more threads without changing its output; gzip through ISA-L (``isal``, level 3 of its
+    0-3) without a timestamp: plain gzip any reader takes, 8.7x faster than zlib level 6 for 6% more bytes
+    (measured on 9.5 MB of web-text JSONL: 277 vs 32 MB/s on one core, 0.484 vs 0.455 of the input). zlib level 6
+    was two thirds of the writer's time, and the writer compresses every document and attribute a run keeps."""
     if codec == "zstd":
         return zstandard.ZstdCompressor(level=3, threads=max(1, threads)).compress(data)
-    return gzip.compress(data, compresslevel=6, mtime=0)
+    return igzip.compress(data, compresslevel=3, mtime=0)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

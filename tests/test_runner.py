@@ -103,6 +103,24 @@ def test_gzip_output_is_deterministic_and_readable(ray_session, tmp_path):
         assert f.read_bytes() == g.read_bytes()
         docs = [json.loads(x) for x in gzip.decompress(f.read_bytes()).decode().splitlines()]
         assert all(d["added"] == "2026-01-01T00:00:00Z" and list(d)[:3] == ["id", "text", "source"] for d in docs)
+        assert f.read_bytes()[4:8] == b"\0\0\0\0"  # gzip header without a timestamp (ISA-L writes it, mtime 0)
+    # the run set Ray Data's per-operator reservation off: a local Ray, nothing configured
+    from ray.data import DataContext
+
+    assert DataContext.get_current().op_resource_reservation_enabled is False
+
+
+def test_op_resource_reservation_follows_the_config_and_where_ray_runs():
+    from curate.runner import reserve_op_resources
+
+    def cfg(**ray):
+        return parse_config({**_cfg(FILES), "ray": ray})
+
+    assert reserve_op_resources(cfg(), None) is False  # a local Ray: off
+    assert reserve_op_resources(cfg(), "auto") is True  # attached to a cluster: Ray's default
+    assert reserve_op_resources(cfg(address="ray://head:10001"), None) is True
+    assert reserve_op_resources(cfg(op_resource_reservation=True), None) is True
+    assert reserve_op_resources(cfg(address="auto", op_resource_reservation=False), None) is False
 
 
 def test_expand_paths_keys_are_unique_and_readable(tmp_path):
