@@ -3,7 +3,8 @@ default pipeline.yaml (every step: dedup, segment, shard) on the same corpus, wi
 
 Both sides read the same WARC corpus (bench/make_corpus.py) and do the same calls: warcio records -> the same
 charset decoding -> trafilatura.extract (+ extract_metadata) -> fastText lid.176 -> Gopher/C4 signals -> the
-default pipeline's filter rules -> gzip JSONL (the default output.compression). The bare loop has no Ray, no
+default pipeline's filter rules -> gzip JSONL (the default output.compression, through curate's own compressor,
+ISA-L, on both sides). The bare loop has no Ray, no
 sandbox, no attribute files, no per-document stats: the ratio is the price of the framework. The default pipeline's run shows what users get
 (only `tokens_per_shard` is raised from the sample's 20,000 so a 20M-token corpus makes a few shards). Peak RSS is the sum over the whole process tree
 (driver, Ray's own processes, workers, sandbox children), sampled every 0.5 s.

@@ -346,13 +346,14 @@ def _source(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tup
 
 
 def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tuple[str, str]],
-               limit: int | None = None, resume: bool = False):
+               limit: int | None = None, resume: bool = False, reserve_after_barrier: bool = True):
     """The lazy Ray Dataset: read -> steps -> write (one summary row per written part).
 
     With checkpoints on, the input of a whole-dataset step that batch steps made is written per block as it
     streams by, and marked complete once materialised. A resume starts where `_source` says; after the last
     whole-dataset step it drops the parts the writer already finished (without whole-dataset steps the readers
-    skip them)."""
+    skip them). ``reserve_after_barrier``: Ray Data's per-operator reservation for everything that starts from a
+    whole-dataset step's materialised input (`reserve_op_resources`)."""
     from curate.checkpoint import Checkpoints, done_parts, files_under
     from curate.stats import WAIT_STAGE, StageTimer
 
@@ -378,6 +379,9 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
             timer = StageTimer(stats_actor, step.label)
             if not (jumped and i == start):
                 ds = _checkpointed_input(ds, ck_input, keys, have if i == dataset_steps[0] else [], per_part)
+            # from here on every execution starts from materialised blocks (this dataset and those made from it
+            # share its context): the reservation setting for those
+            ds.context.op_resource_reservation_enabled = reserve_after_barrier
             timer.done(WAIT_STAGE, ds.count())
             if i in saved_input and not (jumped and i == start):
                 ck.mark("input", {"pieces": files_under(ck.stage_dir("input"), ".parquet"),
@@ -508,17 +512,21 @@ def init_ray(cfg: PipelineConfig, address: str | None, quiet: bool = False, work
                  runtime_env={"env_vars": env_vars} if env_vars else None, **log_opts)
 
 
-def reserve_op_resources(cfg: PipelineConfig, address: str | None) -> bool:
-    """Whether Ray Data reserves a share of the resources for each operator (``ray.op_resource_reservation``).
+def reserve_op_resources(cfg: PipelineConfig, address: str | None, materialized: bool) -> bool:
+    """Whether Ray Data reserves a share of the resources for each operator (``ray.op_resource_reservation``), for
+    executions that read the input files (``materialized`` False) or that start from a whole-dataset step's
+    materialised input (True).
 
-    Off for a local Ray unless asked: the reservation sizes each operator's budget by the number of operators, not
-    by the data, and on a small machine a map over a materialised dataset (a whole-dataset step's stages, the
-    decisions applied before writing) then gets one task at a time: measured on 2 CPUs, 4 blocks of 0.5 s take
-    1.78 s with it and 1.07 s without, and a minhash-only run's signatures 1.5-1.8 s vs 0.8-0.9 s. On a cluster
-    Ray's default (on) stays: there many operators share the object store, which the reservation budgets."""
+    Unset, on a local Ray: on for the first, off for the second. The reservation sizes each operator's budget by
+    the number of operators, not by the data: a map over materialised blocks (a whole-dataset step's stages, the
+    decisions applied before writing, the steps after a barrier) then gets one task at a time on a small machine
+    (measured on 2 CPUs: 4 blocks of 0.5 s take 1.78 s with it, 1.07 s without; a minhash-only run's signatures
+    1.5-1.8 s vs 0.8-0.9 s). Reading and the batch steps fused into it keep it: without it, 4,000 pages through
+    extract -> langid -> quality_signals -> exact_dedup took 49.9 s instead of 40.1 s (a third worker process
+    joined the two extraction workers on two CPUs). On a cluster Ray's default (on) stays everywhere."""
     if cfg.ray.op_resource_reservation is not None:
         return cfg.ray.op_resource_reservation
-    return bool(address or cfg.ray.address)
+    return bool(address or cfg.ray.address) or not materialized
 
 
 def prepare_out_dir(out_dir: str, overwrite: bool, resume: bool = False) -> None:
@@ -632,6 +640,8 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     else:  # everything Ray says goes to the console's log file, INFO included
         init_ray(cfg, address, worker_logs=False, log_level="INFO")
     phases = {"startup": t_init - curate.STARTED, "ray_init": time.time() - t_init}
+    if not (address or cfg.ray.address):
+        start_task_workers()
     ctx = DataContext.get_current()
     # curate shows progress in its own step names (curate.console); Ray's bars only for `curate run -v`
     ctx.enable_progress_bars = console is None and progress
@@ -639,7 +649,7 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     from ray.data.context import DEFAULT_TARGET_MAX_BLOCK_SIZE
 
     ctx.target_max_block_size = cfg.ray.target_max_block_bytes or DEFAULT_TARGET_MAX_BLOCK_SIZE
-    ctx.op_resource_reservation_enabled = reserve_op_resources(cfg, address)
+    ctx.op_resource_reservation_enabled = reserve_op_resources(cfg, address, materialized=False)
     actor = StatsActor.remote()
     summary_cfg = {"path": cfg.path, **run_config(cfg), "output": {**cfg.output.model_dump(), "path": out}}
     res = ray.cluster_resources()
@@ -673,7 +683,8 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     status = "failed"
     try:
         t = time.time()
-        ds = build_plan(cfg, out, actor, files, limit, resume)
+        ds = build_plan(cfg, out, actor, files, limit, resume,
+                        reserve_after_barrier=reserve_op_resources(cfg, address, materialized=True))
         # a plan with whole-dataset steps runs everything up to the last one's barrier while it is built
         stats.phases["plan"] = time.time() - t
         t = time.time()
@@ -699,6 +710,27 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
         _remove_scratch(out)
     assert final is not None
     return final
+
+
+def start_task_workers() -> None:
+    """On a local Ray just started: one small task per CPU, not waited for, that imports what every task of the
+    plan needs (Ray Data's map operator, the readers). Ray prestarts one worker process per CPU, but the run's
+    actors (curate's stats actor, Ray Data's) take two of them, so without this the second task of a stage waits
+    for a new worker process to start and import Ray Data (~0.7 s on 2 CPUs; measured: a minhash-only run's
+    signatures 1.6 -> 0.9 s, the command 9.9 -> 9.5 s, medians of 3)."""
+    import ray
+
+    warm = ray.remote(num_cpus=1)(_import_task_modules)
+    for _ in range(int(ray.cluster_resources().get("CPU", 1))):
+        warm.remote()
+
+
+def _import_task_modules() -> bool:
+    import ray.data._internal.execution.operators.map_operator  # noqa: F401
+
+    import curate.readers  # noqa: F401
+
+    return True
 
 
 def _load_stats(out: str) -> dict[str, Any] | None:

@@ -104,10 +104,6 @@ def test_gzip_output_is_deterministic_and_readable(ray_session, tmp_path):
         docs = [json.loads(x) for x in gzip.decompress(f.read_bytes()).decode().splitlines()]
         assert all(d["added"] == "2026-01-01T00:00:00Z" and list(d)[:3] == ["id", "text", "source"] for d in docs)
         assert f.read_bytes()[4:8] == b"\0\0\0\0"  # gzip header without a timestamp (ISA-L writes it, mtime 0)
-    # the run set Ray Data's per-operator reservation off: a local Ray, nothing configured
-    from ray.data import DataContext
-
-    assert DataContext.get_current().op_resource_reservation_enabled is False
 
 
 def test_op_resource_reservation_follows_the_config_and_where_ray_runs():
@@ -116,11 +112,32 @@ def test_op_resource_reservation_follows_the_config_and_where_ray_runs():
     def cfg(**ray):
         return parse_config({**_cfg(FILES), "ray": ray})
 
-    assert reserve_op_resources(cfg(), None) is False  # a local Ray: off
-    assert reserve_op_resources(cfg(), "auto") is True  # attached to a cluster: Ray's default
-    assert reserve_op_resources(cfg(address="ray://head:10001"), None) is True
-    assert reserve_op_resources(cfg(op_resource_reservation=True), None) is True
-    assert reserve_op_resources(cfg(address="auto", op_resource_reservation=False), None) is False
+    # a local Ray: on while reading and the batch steps stream, off from a materialised barrier on
+    assert reserve_op_resources(cfg(), None, materialized=False) is True
+    assert reserve_op_resources(cfg(), None, materialized=True) is False
+    assert reserve_op_resources(cfg(), "auto", materialized=True) is True  # a cluster: Ray's default
+    assert reserve_op_resources(cfg(address="ray://head:10001"), None, materialized=True) is True
+    assert reserve_op_resources(cfg(op_resource_reservation=True), None, materialized=True) is True
+    assert reserve_op_resources(cfg(op_resource_reservation=False), None, materialized=False) is False
+
+
+def test_the_plan_after_a_barrier_runs_without_reservation(ray_session, tmp_path):
+    """build_plan sets the reservation on the datasets that start from a whole-dataset step's materialised input
+    (they share one context), not on the global context the readers copy."""
+    from ray.data import DataContext
+
+    from curate.runner import build_plan
+
+    raw = _cfg([FILES[0]], [{"name": "extract"}, {"name": "exact_dedup"}])
+    raw["output"]["checkpoints"] = False
+    cfg = parse_config(raw)
+    files = [(FILES[0], "f0")]
+    before = DataContext.get_current().op_resource_reservation_enabled
+    ds = build_plan(cfg, str(tmp_path / "o"), None, files, reserve_after_barrier=False)
+    assert ds.context.op_resource_reservation_enabled is False
+    assert DataContext.get_current().op_resource_reservation_enabled is before
+    ds = build_plan(cfg, str(tmp_path / "p"), None, files, reserve_after_barrier=True)
+    assert ds.context.op_resource_reservation_enabled is True
 
 
 def test_expand_paths_keys_are_unique_and_readable(tmp_path):
