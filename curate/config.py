@@ -106,8 +106,9 @@ class RaySpec(_Strict):
         None, gt=0, description="Ray Data block size target (default 128 MiB). Ray merges the reader's blocks of one "
         "file up to it, so it sets the size of output parts and the memory a task holds.")
     op_resource_reservation: bool | None = Field(
-        None, description="Ray Data's per-operator resource reservation. Default: off for a local Ray (on 2 CPUs it "
-        "runs a materialised dataset's map stages one task at a time), Ray's own default (on) on a cluster.")
+        None, description="Ray Data's per-operator resource reservation. Default, on a local Ray: on while the input "
+        "streams (reading and the batch steps fused into it), off from a whole-dataset step's materialised input on "
+        "(there it ran one task at a time on 2 CPUs); on a cluster Ray's default (on). true/false: that everywhere.")
 
 
 class StepSpec(BaseModel):

@@ -16,8 +16,8 @@ limited lookahead, corruption-robust training, threshold on a probability) with 
   combining mark, so no boundary ever cuts a grapheme. The head sees the projected convolution at 20 offsets and
   hashed embeddings of the five words before and the five after, plus pairs of neighbouring words: without
   casing and punctuation, words are the only evidence left.
-* the rule splitter's opinion (sentencex, on punctuated text of a known language) at each candidate is an input of
-  the head (format 3): a hybrid in which the model learns where rules are right and where they are not.
+* the rule splitter's opinion (sentencex, on punctuated text) at each candidate is an input of the head (format
+  3): a hybrid in which the model learns where rules are right and where they are not.
 * a threshold per kind of text (``text_kind``: punctuated or not, lower-cased or not) and, where held-out data
   supports it, per language (the operator reads langid's ``metadata.language``).
 
@@ -119,8 +119,8 @@ class Packed:
 # between them. The layout is recorded in the model file, so a model is always run with the features it saw.
 WORD_SLOTS = (-5, -4, -3, -2, -1, 0, 1, 2, 3, 4)
 WORD_PAIRS = ((-1, 0), (-2, -1), (0, 1), (1, 2))
-# The rule splitter's opinion at a candidate, an input of the model (format 3): none (unpunctuated text, unknown
-# language, or rules off), "no boundary here", "a boundary here".
+# The rule splitter's opinion at a candidate, an input of the model (format 3): none (unpunctuated text, or rules
+# off), "no boundary here", "a boundary here".
 RULE_NONE, RULE_NO, RULE_YES = 0, 1, 2
 _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
 

@@ -3,8 +3,8 @@
 Recipe (after SaT): every epoch re-draws, per document, a corruption - clean, lower-cased, punctuation removed, or
 both - and how sentences are joined (the document's own joiner, or a newline), so the model learns boundaries
 from words and casing when punctuation is there and from words alone when it is not. Punctuated text carries the
-rule splitter's (sentencex's) ends as an input, as at inference, except for a share shown without them (text of
-unknown language). Languages are balanced: each contributes between a floor (small languages repeat, with fresh
+rule splitter's (sentencex's) ends as an input, as at inference, except for a share shown without them (as with
+``rule_signal: false``). Languages are balanced: each contributes between a floor (small languages repeat, with fresh
 corruptions) and a cap of characters per epoch.
 5% of the training documents (by position) are held out to pick the thresholds (per kind of text, and per
 language where the held-out part is large enough); the dev split is never read here. ``exclude`` leaves languages
@@ -48,7 +48,7 @@ class TrainConfig:
     word_dropout: float = 0.15  # a word slot is blanked (bucket 0) with this probability, so casing/punctuation
     # and characters keep their weight instead of memorised words
     rule_dim: int = 8  # embedding of the rule splitter's opinion at a candidate (none / no / yes)
-    p_no_rules: float = 0.15  # punctuated training text shown without the rule opinion (unknown language, rules off)
+    p_no_rules: float = 0.15  # punctuated training text shown without the rule opinion (`rule_signal: false`)
     epochs: int = 20
     lr: float = 3e-3
     batch_chars: int = 32768
@@ -120,7 +120,7 @@ def _net(cfg: TrainConfig):
 def _examples(docs: list[se.Doc], cfg: TrainConfig, rng: random.Random) -> list[tuple[str, set[int], object]]:
     """(text, gold ends, rule mask or None) per document: a fresh corruption, joiner and rule opinion. The rule mask
     is what inference computes (``rule_masks``: punctuated text only), except that ``p_no_rules`` of the punctuated
-    texts go without it, as text of unknown language does at inference."""
+    texts go without it, as with ``rule_signal: false`` at inference."""
     hows, weights = zip(*cfg.p_corrupt.items())
     out = []
     for d in docs:
