@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from operators.segment import eval as se  # noqa: E402
 from operators.segment.model import load_model, model_thresholds, rule_masks, sentence_ends, \
-    spans_from_boundaries  # noqa: E402
+    spans_from_boundaries, text_kind  # noqa: E402
 
 LEAVE_OUT = ("sv", "kk", "fa", "mr", "yue")  # Latin, Cyrillic, Arabic, Devanagari, Han
 PUNKT = {"cs": "czech", "el": "greek", "en": "english", "es": "spanish", "fi": "finnish", "fr": "french",
@@ -46,9 +46,10 @@ def bundled_system(model_path: str | None, rules: bool = True):
     def run(texts: list[str], lang: str | None) -> list[set[int]]:
         thresholds = model_thresholds(model.config, lang)
         out = []
-        masks = rule_masks(texts, [lang] * len(texts), rules)
-        for text, p, mask in zip(texts, model.predict_proba(texts, masks), masks):
-            ends = sentence_ends(text, p, thresholds, mask)
+        kinds = [text_kind(t) for t in texts]
+        masks = rule_masks(texts, [lang] * len(texts), rules, kinds)
+        for text, kind, p, mask in zip(texts, kinds, model.predict_proba(texts, masks), masks):
+            ends = sentence_ends(text, p, thresholds, mask, kind)
             out.append(se.boundaries_from_spans(text, spans_from_boundaries(text, ends, p)))
         return out
     return run

@@ -640,8 +640,9 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     else:  # everything Ray says goes to the console's log file, INFO included
         init_ray(cfg, address, worker_logs=False, log_level="INFO")
     phases = {"startup": t_init - curate.STARTED, "ray_init": time.time() - t_init}
-    if not (address or cfg.ray.address):
-        start_task_workers()
+    res = ray.cluster_resources()
+    if not (address or cfg.ray.address):  # a local Ray, just started
+        start_task_workers(int(res.get("CPU", 1)))
     ctx = DataContext.get_current()
     # curate shows progress in its own step names (curate.console); Ray's bars only for `curate run -v`
     ctx.enable_progress_bars = console is None and progress
@@ -652,7 +653,6 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     ctx.op_resource_reservation_enabled = reserve_op_resources(cfg, address, materialized=False)
     actor = StatsActor.remote()
     summary_cfg = {"path": cfg.path, **run_config(cfg), "output": {**cfg.output.model_dump(), "path": out}}
-    res = ray.cluster_resources()
     cluster = {"nodes": len([n for n in ray.nodes() if n.get("Alive")]), "cpus": res.get("CPU", 0),
                "gpus": res.get("GPU", 0)}
     sizes = [file_size(url) for url, _key in files]
@@ -662,7 +662,7 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     if resume:
         stats.add_done_parts(list(checkpoint.done_parts(out).values()))
         checkpoint.remove(f"{out}/_work/_fragments")  # pieces of parts without a marker: redone whole
-    stats.flush("running", force=True, timing=False)  # the actor is still starting: nothing to ask it yet
+    stats.flush("running", force=True, with_timing=False)  # the actor is still starting: nothing to ask it yet
     # stats.json keeps moving even while a whole-dataset step blocks the driver in build_plan (materialising)
     stop = threading.Event()
 
@@ -712,21 +712,21 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     return final
 
 
-def start_task_workers() -> None:
+def start_task_workers(cpus: int) -> None:
     """On a local Ray just started: one small task per CPU, not waited for, that imports what every task of the
-    plan needs (Ray Data's map operator, the readers). Ray prestarts one worker process per CPU, but the run's
+    plan needs (Ray Data, the readers). Ray prestarts one worker process per CPU, but the run's
     actors (curate's stats actor, Ray Data's) take two of them, so without this the second task of a stage waits
     for a new worker process to start and import Ray Data (~0.7 s on 2 CPUs; measured: a minhash-only run's
     signatures 1.6 -> 0.9 s, the command 9.9 -> 9.5 s, medians of 3)."""
     import ray
 
     warm = ray.remote(num_cpus=1)(_import_task_modules)
-    for _ in range(int(ray.cluster_resources().get("CPU", 1))):
+    for _ in range(cpus):
         warm.remote()
 
 
 def _import_task_modules() -> bool:
-    import ray.data._internal.execution.operators.map_operator  # noqa: F401
+    import ray.data  # noqa: F401  (public: what a map task deserialises needs it)
 
     import curate.readers  # noqa: F401
 

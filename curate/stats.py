@@ -258,15 +258,15 @@ class RunStats:
             },
         }
 
-    def flush(self, status: str = "running", force: bool = False, timing: bool = True) -> dict[str, Any] | None:
-        """Render and write stats.json (at most about once a second unless ``force``). ``timing`` False: without
+    def flush(self, status: str = "running", force: bool = False, with_timing: bool = True) -> dict[str, Any] | None:
+        """Render and write stats.json (at most about once a second unless ``force``). ``with_timing`` False: without
         the stats actor's numbers, for the first write of a run, which would otherwise wait for the actor's worker
         process to start (~0.5 s a command pays before any work is planned)."""
         with self._lock:
             if not force and time.time() - self._last_flush < 0.9:
                 return None
             self._last_flush = time.time()
-            doc = self.render(status, timing)
+            doc = self.render(status, with_timing)
             self._write(doc, status)
         return doc
 

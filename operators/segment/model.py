@@ -379,20 +379,24 @@ def rule_mask(text: str, lang: str | None) -> np.ndarray:
     return mask
 
 
-def rule_masks(texts: list[str], langs: list[str | None], rules: bool = True) -> list[np.ndarray | None]:
+def rule_masks(texts: list[str], langs: list[str | None], rules: bool = True,
+               kinds: list[str] | None = None) -> list[np.ndarray | None]:
     """The rule signal per text, as the model and the decision take it: sentencex's ends on punctuated text, else
     None (rules find nothing without punctuation). A text of unknown language gets sentencex's default (English)
     rules: on held-out training text they keep 0.936 of the 0.940 clean macro-F1 the language's own rules give,
-    the model without any rule opinion 0.907 (lower-cased: 0.932 / 0.931 / 0.890)."""
-    return [rule_mask(t, lang) if rules and text_kind(t) in PUNCTUATED else None for t, lang in zip(texts, langs)]
+    the model without any rule opinion 0.907 (lower-cased: 0.932 / 0.931 / 0.890). ``kinds``: the texts'
+    ``text_kind`` when the caller has them (a scan of each text, not to be done twice)."""
+    kinds = kinds or [text_kind(t) for t in texts]
+    return [rule_mask(t, lang) if rules and kind in PUNCTUATED else None
+            for t, lang, kind in zip(texts, langs, kinds)]
 
 
-def sentence_ends(text: str, probs: np.ndarray, thresholds: dict[str, float], mask: np.ndarray | None = None
-                  ) -> list[int]:
+def sentence_ends(text: str, probs: np.ndarray, thresholds: dict[str, float], mask: np.ndarray | None = None,
+                  kind: str | None = None) -> list[int]:
     """Indices of sentence-final characters. ``mask``: the rule splitter's ends (``rule_masks``), which the model
     already saw as an input; on punctuated text its boundaries also need less probability, the model's other
-    candidates more (both thresholds chosen on held-out text)."""
-    return np.flatnonzero(decide(probs, text_kind(text), thresholds, mask)).tolist()
+    candidates more (both thresholds chosen on held-out text). ``kind``: the text's ``text_kind``, if known."""
+    return np.flatnonzero(decide(probs, kind or text_kind(text), thresholds, mask)).tolist()
 
 
 def decide(probs: np.ndarray, kind: str, thresholds: dict[str, float], mask: np.ndarray | None = None) -> np.ndarray:

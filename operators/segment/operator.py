@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 
 from curate.operator import BatchOperator, Params, set_column
 from operators.segment.model import PUNCTUATED, THRESHOLD_KEYS, fit_lengths, load_model, model_thresholds, \
-    rule_masks, sentence_ends, spans_from_boundaries
+    rule_masks, sentence_ends, spans_from_boundaries, text_kind
 
 SPANS = pa.list_(pa.list_(pa.float64()))
 
@@ -133,9 +133,11 @@ class Segment(BatchOperator):
         rules = p.backend == "bundled" and p.rule_signal
         for i in range(0, len(texts), p.batch_size):
             chunk, chunk_langs = texts[i:i + p.batch_size], langs[i:i + p.batch_size]
-            masks = rule_masks(chunk, chunk_langs, rules)
-            for text, lang, probs, mask in zip(chunk, chunk_langs, self.probabilities(chunk, masks), masks):
-                ends = sentence_ends(text, probs, self.thresholds(lang), mask)
+            kinds = [text_kind(t) for t in chunk]
+            masks = rule_masks(chunk, chunk_langs, rules, kinds)
+            for text, lang, kind, probs, mask in zip(chunk, chunk_langs, kinds, self.probabilities(chunk, masks),
+                                                     masks):
+                ends = sentence_ends(text, probs, self.thresholds(lang), mask, kind)
                 spans = spans_from_boundaries(text, ends, probs)
                 out.append(fit_lengths(text, spans, probs, p.max_length, p.min_length))
         return out

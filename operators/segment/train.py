@@ -226,10 +226,11 @@ def choose_thresholds(model, held: dict[str, list[se.Doc]]) -> tuple[dict[str, f
         for lang, docs in held.items():
             built = [b for b in (se.build(d, how) for d in docs) if b[0]]
             texts = [t for t, _ in built]
-            masks = rule_masks(texts, [lang] * len(texts))
+            kinds = [text_kind(t) for t in texts]
+            masks = rule_masks(texts, [lang] * len(texts), kinds=kinds)
             bare, ruled = model.predict_proba(texts), model.predict_proba(texts, masks)
-            cells.append((how, lang, [(g, p, text_kind(t), len(t) - 1, m, pr)
-                                      for (t, g), p, m, pr in zip(built, bare, masks, ruled)]))
+            cells.append((how, lang, [(g, p, k, len(t) - 1, m, pr)
+                                      for (t, g), k, p, m, pr in zip(built, kinds, bare, masks, ruled)]))
     rule_keys = [k for k in THRESHOLD_KEYS if k not in KINDS]
 
     def search(th: dict[str, float], keys, mine, rules: bool, prior: dict[str, float]) -> dict[str, float]:
