@@ -252,3 +252,46 @@ def test_limit_with_an_actor_step_does_not_deadlock(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert stats["totals"]["documents_in"] == 30 and stats["totals"]["balanced"]
+
+
+END_LOCAL_RAY = r'''
+import json, os, sys, time
+import psutil
+import ray
+from curate.runner import end_local_ray
+
+ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker process exists
+time.sleep(1)  # the raylet's agents are up
+with open(sys.argv[1], "w") as f:
+    json.dump([p.pid for p in psutil.Process().children(recursive=True)], f)
+assert end_local_ray()
+os._exit(0)
+'''
+
+
+def test_ending_a_local_ray_ends_every_process_it_started(tmp_path):
+    """`curate run` ends its local Ray by SIGKILL: the raylet's own children (workers, agents) must go too, not
+    linger for seconds sharing the CPUs with the next command."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    pids_file = tmp_path / "pids.json"
+    subprocess.run([sys.executable, "-c", END_LOCAL_RAY, str(pids_file)], check=True, timeout=120)
+    pids = json.loads(pids_file.read_text())
+    assert len(pids) >= 4  # GCS, raylet, a worker, the agents ...
+    deadline = time.time() + 3
+    alive = pids
+    while alive and time.time() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.2)
+    assert not alive, [psutil.Process(p).cmdline()[:2] for p in alive if psutil.pid_exists(p)]
