@@ -295,3 +295,41 @@ def test_ending_a_local_ray_ends_every_process_it_started(tmp_path):
                 pass
         time.sleep(0.2)
     assert not alive, [psutil.Process(p).cmdline()[:2] for p in alive if psutil.pid_exists(p)]
+
+
+WORKER_KEPT = r'''
+import os, sys, time
+import ray
+from curate.config import parse_config
+from curate.runner import end_local_ray, init_ray
+
+init_ray(parse_config({"input": {"paths": ["x.jsonl"]}, "ray": {"num_cpus": 1},
+                       "steps": [{"name": "langid"}]}), None, quiet=True)
+pid = ray.remote(lambda: os.getpid())
+before = ray.get(pid.remote())
+
+@ray.remote(num_cpus=1)
+class Busy:  # holds the only CPU, as an actor step's pool does: the task worker above sits idle meanwhile
+    def wait(self, s):
+        time.sleep(s)
+
+busy = Busy.remote()
+ray.get(busy.wait.remote(3.0))
+ray.kill(busy)
+after = ray.get(pid.remote())
+print("same worker:", before == after, flush=True)
+end_local_ray()
+os._exit(0)
+'''
+
+
+def test_a_local_ray_keeps_task_workers_through_an_actor_step():
+    """The task worker idle while an actor held the CPUs is the one that runs the next task (Ray's default ends it
+    after 1 s idle, so every task after an actor step waited for a new worker process to start)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", WORKER_KEPT], capture_output=True, text=True, timeout=120,
+                         cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "same worker: True" in res.stdout, res.stdout[-2000:]
