@@ -474,8 +474,9 @@ def end_local_ray() -> bool:
 
     Every process under this one goes, by process id: Ray's own list holds only what the driver started (GCS,
     raylet, monitors), not what the raylet started (workers, actors, its two agents), which were left to notice
-    the raylet's death by themselves, and took 5-10 s to: a command started meanwhile shared the CPUs with them
-    (measured on 2 CPUs: back-to-back minhash-only runs spent 6.8 s instead of 2.7-3.7 s starting Ray)."""
+    the raylet's death by themselves and took 5-60 s to: a command started meanwhile shared the CPUs with them,
+    and its dashboard agent found port 52365 still held and retried for 3.4 s (measured on 2 CPUs: back-to-back
+    minhash-only runs spent 6.8 s instead of 2.7-3.7 s starting Ray)."""
     import psutil
 
     import ray
@@ -499,8 +500,9 @@ def end_local_ray() -> bool:
 # A local Ray's own settings (a cluster's are its `ray start`'s). Ray ends a task worker that has been idle for 1 s
 # while more worker processes than CPUs exist; an actor step's pool (and the stats actors) makes that so while it
 # runs, so the task workers go, and every task after the actor step (a whole-dataset step's passes, the writer)
-# waited for new worker processes to start and import Ray Data: measured on the 91-page sample (`make run`, 2
-# CPUs, 3 runs each), the plan phase 13.5 -> 12.4 s. Idle workers hold memory, not CPU; after a minute they go.
+# waited for new worker processes to start and import Ray Data: measured on the bundled sample (`make run`, 114
+# documents, 2 CPUs, 3 runs each), the plan phase 13.5 -> 12.4 s. Idle workers hold memory, not CPU; after a
+# minute they go.
 LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
