@@ -479,8 +479,8 @@ def clustered(n_docs: int, doc_chars: int, tmp: Path, baseline: bool = True, rep
                                      **_clustered.pair_quality(b["cluster"], truth)})
         r = run_curate(corpus, len(truth) + 5000, tmp, tag=f"-clustered-{n_docs}-{i}")
         pred = {i: c for i, (c, _) in r["assign"].items()}
-        runs["curate"].append({**{k: r[k] for k in ("wall_s", "cpu_s", "dedup_s", "elapsed_s", "stages", "driver_mb",
-                                                   "worker_mb", "phases")}, **_clustered.pair_quality(pred, truth)})
+        kept = ("wall_s", "cpu_s", "dedup_s", "elapsed_s", "stages", "driver_mb", "worker_mb", "phases")
+        runs["curate"].append({**{k: r[k] for k in kept}, **_clustered.pair_quality(pred, truth)})
     for name, rs in runs.items():
         if rs:
             walls = [x["wall_s"] for x in rs]

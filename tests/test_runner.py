@@ -264,7 +264,7 @@ ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
 ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker process exists
 time.sleep(1)  # the raylet's agents are up
 with open(sys.argv[1], "w") as f:
-    json.dump([p.pid for p in psutil.Process().children(recursive=True)], f)
+    json.dump([[p.pid, p.create_time()] for p in psutil.Process().children(recursive=True)], f)
 assert end_local_ray()
 os._exit(0)
 '''
@@ -281,20 +281,31 @@ def test_ending_a_local_ray_ends_every_process_it_started(tmp_path):
 
     pids_file = tmp_path / "pids.json"
     subprocess.run([sys.executable, "-c", END_LOCAL_RAY, str(pids_file)], check=True, timeout=120)
-    pids = json.loads(pids_file.read_text())
-    assert len(pids) >= 4  # GCS, raylet, a worker, the agents ...
-    deadline = time.time() + 3
-    alive = pids
-    while alive and time.time() < deadline:
-        alive = []
-        for pid in pids:
+    started = json.loads(pids_file.read_text())
+    assert len(started) >= 4  # GCS, raylet, a worker, the agents ...
+
+    def alive() -> list[psutil.Process]:
+        out = []
+        for pid, created in started:
             try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
+                p = psutil.Process(pid)
+                if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:  # the same process
+                    out.append(p)
             except psutil.NoSuchProcess:
                 pass
+        return out
+
+    deadline = time.time() + 3
+    while alive() and time.time() < deadline:
         time.sleep(0.2)
-    assert not alive, [psutil.Process(p).cmdline()[:2] for p in alive if psutil.pid_exists(p)]
+    left, names = alive(), []
+    for p in left:  # a failure leaves nothing behind either
+        try:
+            names.append(p.name())
+            p.kill()
+        except psutil.Error:
+            pass
+    assert not left, names
 
 
 WORKER_KEPT = r'''
