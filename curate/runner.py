@@ -506,6 +506,11 @@ def end_local_ray() -> bool:
 LOCAL_RAY_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
+def ray_address(cfg: PipelineConfig, address: str | None) -> str | None:
+    """The Ray to attach to: the command line's address, else the config's; None: the run starts a local Ray."""
+    return address or cfg.ray.address or None
+
+
 def init_ray(cfg: PipelineConfig, address: str | None, quiet: bool = False, worker_logs: bool = True,
              log_level: str | None = None) -> None:
     """Start or attach to Ray. ``worker_logs``: forward workers' stdout/stderr to this process (off under a
@@ -519,7 +524,7 @@ def init_ray(cfg: PipelineConfig, address: str | None, quiet: bool = False, work
         quiet_ray()
     if ray.is_initialized():
         return
-    addr = address or cfg.ray.address
+    addr = ray_address(cfg, address)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     log_opts = dict(log_to_driver=worker_logs, configure_logging=True,
                     logging_level=log_level or ("ERROR" if quiet else "WARNING"))
@@ -553,7 +558,7 @@ def reserve_op_resources(cfg: PipelineConfig, address: str | None, materialized:
     joined the two extraction workers on two CPUs). On a cluster Ray's default (on) stays everywhere."""
     if cfg.ray.op_resource_reservation is not None:
         return cfg.ray.op_resource_reservation
-    return bool(address or cfg.ray.address) or not materialized
+    return ray_address(cfg, address) is not None or not materialized
 
 
 def prepare_out_dir(out_dir: str, overwrite: bool, resume: bool = False) -> None:
@@ -622,7 +627,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
     if failpoints.armed():
         os.environ.setdefault(failpoints.PID_ENV, str(os.getpid()))  # workers inherit it: they kill the driver
     if console is not None:
-        where = "a local Ray" if not (address or cfg.ray.address) else f"Ray at {address or cfg.ray.address}"
+        addr = ray_address(cfg, address)
+        where = f"Ray at {addr}" if addr else "a local Ray"
         console.capture(log_path(out), f"curate: {cfg.path} -> {out} ({len(files)} input files, {where})",
                         append=resume)
     try:
@@ -668,7 +674,7 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
         init_ray(cfg, address, worker_logs=False, log_level="INFO")
     phases = {"startup": t_init - curate.STARTED, "ray_init": time.time() - t_init}
     res = ray.cluster_resources()
-    if not (address or cfg.ray.address):  # a local Ray, just started
+    if ray_address(cfg, address) is None:  # a local Ray, just started
         start_task_workers(int(res.get("CPU", 1)))
     ctx = DataContext.get_current()
     # curate shows progress in its own step names (curate.console); Ray's bars only for `curate run -v`
