@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,10 @@ class ResumeError(ValueError):
 
 # ---------------------------------------------------------------------------------------------- identity
 def input_listing(files: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """(url, size, mtime) of every input file: what `--resume` compares to notice a changed input."""
+    """(url, size, mtime) of every input file: what `--resume` compares to notice a changed input. A local file
+    that a submitted job brought in its working dir also gets its sha256: every cluster unpacks the working dir
+    anew, with new modification times, and a resume on another cluster compares the content instead."""
+    shipped = _job_working_dir()
     out = []
     for url, _key in files:
         fs, path = storage.url_to_fs(url)
@@ -50,14 +54,39 @@ def input_listing(files: list[tuple[str, str]]) -> list[dict[str, Any]]:
         except OSError:
             info = {}
         mtime = info.get("mtime", info.get("LastModified", info.get("ETag")))
-        out.append({"url": url, "size": info.get("size"), "mtime": str(mtime) if mtime is not None else None})
+        entry = {"url": url, "size": info.get("size"), "mtime": str(mtime) if mtime is not None else None}
+        if shipped and storage.is_local(fs) and os.path.abspath(path).startswith(shipped + os.sep):
+            entry["sha256"] = _sha256(path)
+        out.append(entry)
     return out
+
+
+def _job_working_dir() -> str | None:
+    """The folder a submitted job's working dir was unpacked into (the driver runs in it), else None."""
+    from curate.runner import submitted_job_env
+
+    env = submitted_job_env()
+    return os.path.abspath(os.getcwd()) if env and env.get("working_dir") else None
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _comparable(listing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What of an input listing must be equal: a file with its content's hash is compared by hash and size, not
+    by modification time."""
+    return [{k: v for k, v in f.items() if not (k == "mtime" and f.get("sha256"))} for f in listing]
 
 
 def identity(config: dict[str, Any], files: list[tuple[str, str]], limit: int | None) -> dict[str, Any]:
     """What must be equal for a resume to produce the bytes an uninterrupted run would."""
     listing = input_listing(files)
-    digest = hashlib.sha256(json.dumps([config, listing, limit], sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps([config, _comparable(listing), limit], sort_keys=True).encode()).hexdigest()
     return {"hash": digest, "config": config, "inputs": listing, "limit": limit}
 
 
@@ -91,8 +120,9 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             out.append(f"input removed: {url}")
         elif url not in fa:
             out.append(f"input added: {url}")
-        elif fa[url] != fb[url]:
-            what = [f"{k} {fa[url][k]} -> {fb[url][k]}" for k in ("size", "mtime") if fa[url][k] != fb[url][k]]
+        elif _comparable([fa[url]]) != _comparable([fb[url]]):
+            what = [f"{k} {fa[url].get(k)} -> {fb[url].get(k)}" for k in ("size", "mtime", "sha256")
+                    if _comparable([fa[url]])[0].get(k) != _comparable([fb[url]])[0].get(k)]
             out.append(f"input changed: {url} ({', '.join(what)})")
     return out
 
@@ -219,10 +249,9 @@ class Checkpoints:
         failpoints.hit(f"{self.step}:{stage}")
 
     def reused(self, stage: str) -> None:
-        if self.stats_actor is not None:
-            import ray
+        from curate.stats import send
 
-            ray.get(self.stats_actor.add_reused.remote(f"{self.step}:{stage}"))
+        send(self.stats_actor, "add_reused", f"{self.step}:{stage}")
 
     def clear(self, stage: str) -> None:
         """Empty a stage's folder before (re)doing it: a killed attempt may have left files in it."""

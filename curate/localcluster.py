@@ -52,6 +52,7 @@ class LocalCluster:
         self.env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                     "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.procs: list[subprocess.Popen] = []
+        self.lost: set[int] = set()  # nodes killed on purpose (`kill_node`)
         self.logs: list[Any] = []  # each node's output file, closed by stop()
         self.gcs_address: str | None = None
         self.watchdog: subprocess.Popen | None = None
@@ -84,7 +85,7 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
             self.procs.append(self._ray_start(0, head=True))
-            self._wait(lambda: self._api("/api/version") is not None, timeout_s, "the head's Jobs API")
+            self._wait(lambda: self.api("/api/version") is not None, timeout_s, "the head's Jobs API")
             cluster_file = self.root / "n0" / "ray_current_cluster"
             self._wait(cluster_file.exists, timeout_s, "the head's address")
             self.gcs_address = cluster_file.read_text().strip()
@@ -96,7 +97,7 @@ class LocalCluster:
             raise
         return self
 
-    def _api(self, path: str) -> Any:
+    def api(self, path: str) -> Any:
         req = urllib.request.Request(self.address + path, headers={"Authorization": f"Bearer {self.token}"})
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
@@ -105,14 +106,14 @@ class LocalCluster:
             return None
 
     def alive_nodes(self) -> int:
-        got = self._api("/nodes?view=summary")
+        got = self.api("/nodes?view=summary")
         rows = (got or {}).get("data", {}).get("summary", [])
         return sum(1 for n in rows if (n.get("raylet") or {}).get("state") == "ALIVE")
 
     def _wait(self, ok, timeout_s: float, what: str) -> None:
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            if any(p.poll() is not None for p in self.procs):
+            if any(p.poll() is not None for k, p in enumerate(self.procs) if k not in self.lost):
                 raise RuntimeError(f"a ray node exited while waiting for {what}: see {self.root}/n*.log")
             if ok():
                 return
@@ -136,6 +137,48 @@ class LocalCluster:
         if self.watchdog is not None:
             found.discard(self.watchdog.pid)  # it goes last (stop), or it would race us for the same pids
         return found
+
+    def node_pids(self, i: int) -> set[int]:
+        """The processes of node ``i`` (0 is the head): its `ray start`, its raylet, workers and agents, and
+        anything naming its temp dir."""
+        import psutil
+
+        found: set[int] = set()
+        try:
+            proc = psutil.Process(self.procs[i].pid)
+            found |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+        except psutil.NoSuchProcess:
+            pass
+        return (found | processes_naming(str(self.root / f"n{i}"))) - {os.getpid()}
+
+    def node_index(self, node_id: str) -> int | None:
+        """This cluster's index (0 is the head) of the alive node with Ray node id ``node_id``, or None."""
+        rows = (self.api("/nodes?view=summary") or {}).get("data", {}).get("summary", [])
+        for n in rows:
+            raylet = n.get("raylet") or {}
+            if raylet.get("nodeId") == node_id and raylet.get("state") == "ALIVE":
+                name = os.path.basename(raylet.get("tempDir", ""))
+                return int(name[1:]) if name[1:].isdigit() else None
+        return None
+
+    def kill_node(self, i: int) -> None:
+        """Lose node ``i`` as a machine is lost: SIGKILL to every process of it at once, nothing graceful."""
+        self.lost.add(i)
+        kill_all(lambda: self.node_pids(i))
+
+    def add_node(self, timeout_s: float = 120.0) -> int:
+        """Start one more worker node (after a loss, to bring the cluster back to its size); its index, once it
+        is alive. (A killed node stays ALIVE to Ray until its health checks time out, so counting alive nodes
+        would not tell.)"""
+        i = len(self.procs)
+        self.procs.append(self._ray_start(i, head=False))
+        self._wait(lambda: self.node_alive(i), timeout_s, f"node {i}")
+        return i
+
+    def node_alive(self, i: int) -> bool:
+        rows = (self.api("/nodes?view=summary") or {}).get("data", {}).get("summary", [])
+        return any((n.get("raylet") or {}).get("state") == "ALIVE" and
+                   os.path.basename((n.get("raylet") or {}).get("tempDir", "")) == f"n{i}" for n in rows)
 
     def stop(self) -> None:
         kill_all(self.pids)

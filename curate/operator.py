@@ -16,6 +16,7 @@ attribute columns an operator makes are declared in ``outputs`` so filter expres
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -262,8 +263,9 @@ def registry() -> dict[str, type[Operator]]:
 # of it instead of a distributed pass (a Ray Data shuffle or a pass per block): the same function over the same
 # rows, so the same result (each step tests both paths), but without the seconds of fixed cost every Ray Data
 # execution has whatever its size, which made each whole-dataset step of a 91-document sample take seconds to
-# tens of seconds. 64 MiB of keys/edges/signatures is ~200k documents' worth.
-ONE_TASK_BYTES = 64 << 20
+# tens of seconds. 64 MiB of keys/edges/signatures is ~200k documents' worth. CURATE_ONE_TASK_BYTES sets it for a
+# process (0: always the distributed pass; tests and benchmarks of the distributed paths on small inputs).
+ONE_TASK_BYTES = int(os.environ.get("CURATE_ONE_TASK_BYTES") or 64 << 20)
 
 
 def fits_one_task(ds: "ray.data.Dataset") -> bool:

@@ -433,6 +433,8 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tu
         covered = (at >= 0) & (ords <= hi[np.maximum(at, 0)])
         return block.filter(pa.array(~covered)) if covered.any() else block
 
+    from curate.stats import send, worker_id
+
     fmt = detect_format(url, spec.format)
     rows = _Rows(url, spec.docs_per_block, spec.source)
     skipped: Counter = Counter()
@@ -447,7 +449,7 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tu
                 if block is None:
                     break
                 if stats_actor is not None:  # progress and ETA by bytes: fire and forget, one call per block
-                    stats_actor.read_progress.remote(url, _tell(f), rows.ordinal)
+                    send(stats_actor, "read_progress", url, _tell(f), rows.ordinal)
                 alive += block.column(schema.FATE).null_count
                 block = unseen(block)
                 if block.num_rows:
@@ -463,12 +465,8 @@ def read_file(url: str, spec: InputSpec, stats_actor: Any = None, skip: tuple[tu
         if block.num_rows:
             yield block
     if stats_actor is not None:
-        import ray
-
-        ray.get(stats_actor.add_read.remote(url, rows.ordinal, dict(skipped), size))
-        from curate.stats import worker_id
-
-        ray.get(stats_actor.add_time.remote("read", seconds, rows.ordinal, worker_id(), started, time.time(), alive))
+        send(stats_actor, "add_read", url, rows.ordinal, dict(skipped), size)
+        send(stats_actor, "add_time", "read", seconds, rows.ordinal, worker_id(), started, time.time(), alive)
 
 
 def read_dataset(spec: InputSpec, stats_actor: Any = None, files: list[tuple[str, str]] | None = None,

@@ -49,6 +49,9 @@ class StepRunner:
         atexit.register(self.op.teardown)  # e.g. the extract sandbox child ends with its worker
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        from curate import failpoints
+
+        failpoints.hit(f"step:{self.label}")
         t0, start = time.perf_counter(), time.time()
         n = table.num_rows
         alive = pc.is_null(table.column(schema.FATE)).to_numpy(zero_copy_only=False)
@@ -68,12 +71,10 @@ class StepRunner:
         else:
             result = out
         if self.stats_actor is not None:
-            import ray
+            from curate.stats import send, worker_id
 
-            from curate.stats import worker_id
-
-            ray.get(self.stats_actor.add_time.remote(self.label, time.perf_counter() - t0, live.num_rows,
-                                                     worker_id(), start, None, _alive(out)))
+            send(self.stats_actor, "add_time", self.label, time.perf_counter() - t0, live.num_rows, worker_id(),
+                 start, None, _alive(out))
         return schema.conform(result)
 
     def _process(self, live: pa.Table) -> pa.Table:
@@ -181,16 +182,14 @@ class _ActorStep:
 
 def _write_fn(writer, stats_actor):
     def write(table: pa.Table) -> pa.Table:
-        import ray
-
-        from curate.stats import worker_id
+        from curate.stats import send, worker_id
 
         t0, start = time.perf_counter(), time.time()
         kept = _alive(table)
         out = writer(table)
         if stats_actor is not None:
-            ray.get(stats_actor.add_time.remote("write", time.perf_counter() - t0, table.num_rows, worker_id(),
-                                                start, None, kept))
+            send(stats_actor, "add_time", "write", time.perf_counter() - t0, table.num_rows, worker_id(), start,
+                 None, kept)
         return out
 
     return write
@@ -308,10 +307,9 @@ def _source(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tup
     checkpoint, the input-checkpoint pieces of the first whole-dataset step a killed attempt left). A fresh run
     starts at the readers; a resume at the last complete input checkpoint, else at the readers told which ordinal
     intervals it already has."""
-    import ray
-
     from curate.checkpoint import Checkpoints, files_under, read_blocks
     from curate.readers import read_dataset
+    from curate.stats import ask, send
 
     keys, per_part = dict(files), cfg.input.docs_per_block
     if resume and cfg.output.checkpoints:  # jump to the last whole-dataset step whose input is complete
@@ -320,7 +318,7 @@ def _source(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tup
             marker = ck.load("input")
             if marker is not None:
                 ck.reused("input")
-                ray.get(stats_actor.restore.remote(marker["value"]["carried"]))
+                ask(stats_actor, "restore", marker["value"]["carried"])
                 return read_blocks([f"{ck.stage_dir('input')}/{p}" for p in marker["value"]["pieces"]]), i, True, []
     have: list[str] = []
     skip: list[tuple[str, int, int]] = []
@@ -331,7 +329,7 @@ def _source(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[tup
         have = files_under(Checkpoints(out_dir, first).stage_dir("input"), ".parquet")
         skip = _pieces(have)
         if have:
-            ray.get(stats_actor.add_reused.remote(f"{first}:input_parts:{len(have)}"))
+            send(stats_actor, "add_reused", f"{first}:input_parts:{len(have)}")
     # `limit` sits between reading and the first step, so reads no longer fuse into it: a read task would then
     # wait for a CPU that the first step's actor pool holds while waiting for its input (a deadlock on small
     # machines). Reading is light; with a limit it reserves no CPU.
@@ -355,9 +353,7 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
     skip them). ``reserve_after_barrier``: Ray Data's per-operator reservation for everything that starts from a
     whole-dataset step's materialised input (`reserve_op_resources`)."""
     from curate.checkpoint import Checkpoints, done_parts, files_under
-    from curate.stats import WAIT_STAGE, StageTimer
-
-    import ray
+    from curate.stats import WAIT_STAGE, StageTimer, ask, settle
 
     keys, per_part = dict(files), cfg.input.docs_per_block
     enabled = cfg.output.checkpoints
@@ -384,8 +380,9 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
             ds.context.op_resource_reservation_enabled = reserve_after_barrier
             timer.done(WAIT_STAGE, ds.count())
             if i in saved_input and not (jumped and i == start):
+                settle(stats_actor)  # the read tasks' last reports (files read, records skipped) are in
                 ck.mark("input", {"pieces": files_under(ck.stage_dir("input"), ".parquet"),
-                                  "carried": ray.get(stats_actor.carried.remote())})
+                                  "carried": ask(stats_actor, "carried") or {}})
             op = step.op(step.params, step.label)
             ctx = RunContext(out_dir=out_dir, stats_actor=stats_actor, step_name=step.label,
                              file_index={url: i for i, (url, _key) in enumerate(files)}, source=cfg.input.source,
@@ -665,7 +662,7 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
     import curate
     from curate import checkpoint
     from curate.readers import file_size
-    from curate.stats import RunStats, StatsActor
+    from curate.stats import RunStats, start_stats_actor
 
     t_init = time.time()
     if console is None:
@@ -684,7 +681,7 @@ def _run(cfg: PipelineConfig, out: str, address: str | None, limit: int | None, 
 
     ctx.target_max_block_size = cfg.ray.target_max_block_bytes or DEFAULT_TARGET_MAX_BLOCK_SIZE
     ctx.op_resource_reservation_enabled = reserve_op_resources(cfg, address, materialized=False)
-    actor = StatsActor.remote()
+    actor = start_stats_actor()
     summary_cfg = {"path": cfg.path, **run_config(cfg), "output": {**cfg.output.model_dump(), "path": out}}
     cluster = {"nodes": len([n for n in ray.nodes() if n.get("Alive")]), "cpus": res.get("CPU", 0),
                "gpus": res.get("GPU", 0)}

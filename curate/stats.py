@@ -25,7 +25,12 @@ from curate.writer import atomic_write
 
 @ray.remote(num_cpus=0)
 class StatsActor:
-    """Aggregates per-step timings and reader skip counts sent by workers (one small call per batch)."""
+    """Aggregates per-step timings and reader skip counts sent by workers (one small call per batch).
+
+    It is bookkeeping, never on the data path: workers send to it without waiting for an answer (`send`), it runs
+    on the driver's node (`start_stats_actor`: a job that loses that node is lost anyway, so it cannot be the
+    node whose loss ends a job), and if its process dies it is restarted there and the driver gives it back the
+    last state it saw (`RunStats`), marking the run's timing as partial."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
@@ -40,9 +45,13 @@ class StatsActor:
         self.info: dict[str, dict[str, Any]] = {}
         self.workers: dict[str, set[str]] = defaultdict(set)
         self.span: dict[str, list[float]] = {}
+        self.messages = 0  # calls taken: the driver waits for this to settle before its last read (`settle`)
+        # a restarted actor begins empty: the driver sees this and gives back the state it last read
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
 
     def set_info(self, step: str, info: dict[str, Any]) -> None:
         """Step-specific results a count cannot carry (e.g. dedup's cluster-size histogram)."""
+        self.messages += 1
         self.info[step] = info
 
     def add_time(self, step: str, seconds: float, rows: int, worker: str | None = None,
@@ -51,6 +60,7 @@ class StatsActor:
         and ended (epoch seconds; end defaults to start + seconds), so stats can show how many workers ran a step
         and its wall time next to its summed seconds. ``rows_out``: rows still alive after it (live progress;
         the final counts come from the parts)."""
+        self.messages += 1
         self.seconds[step] += seconds
         self.batches[step] += 1
         self.rows[step] += rows
@@ -64,10 +74,12 @@ class StatsActor:
 
     def read_progress(self, url: str, nbytes: int, documents: int) -> None:
         """A reader got this far into ``url`` (sent per block, without waiting for an answer)."""
+        self.messages += 1
         self.read_bytes[url] = max(nbytes, self.read_bytes.get(url, 0))
         self.read_docs[url] = documents
 
     def add_read(self, url: str, documents: int, skipped: dict[str, int], nbytes: int | None = None) -> None:
+        self.messages += 1
         self.read_files[url] = documents
         self.read_docs[url] = documents
         if nbytes is not None:
@@ -76,6 +88,7 @@ class StatsActor:
 
     def add_reused(self, what: str) -> None:
         """A checkpoint a resumed run used instead of redoing the work (``<step>:<stage>``)."""
+        self.messages += 1
         self.reused.append(what)
 
     def carried(self) -> dict[str, Any]:
@@ -84,22 +97,110 @@ class StatsActor:
         return {"read_files": dict(self.read_files), "skipped": dict(self.skipped), "info": dict(self.info)}
 
     def restore(self, state: dict[str, Any]) -> None:
+        self.messages += 1
         self.read_files.update(state.get("read_files", {}))
         self.skipped.update(state.get("skipped", {}))
         self.info.update(state.get("info", {}))
 
-    def snapshot(self) -> dict[str, Any]:
-        skipped: Counter = Counter()
-        for per_file in self.skipped.values():
-            skipped.update(per_file)
+    def state(self) -> dict[str, Any]:
+        """Everything this actor holds, as plain data (`snapshot` derives the figures from it; `merge` takes it
+        back after a restart)."""
         return {"seconds": dict(self.seconds), "batches": dict(self.batches), "rows": dict(self.rows),
-                "rows_out": dict(self.rows_out), "bytes_read": sum(self.read_bytes.values()),
-                "docs_read": sum(self.read_docs.values()),
-                "files_read": len(self.read_files), "skipped": dict(skipped), "info": dict(self.info),
-                "reused": list(self.reused),
-                "workers": {k: len(v) for k, v in self.workers.items()},
-                "wall": {k: hi - lo for k, (lo, hi) in self.span.items()}}
+                "rows_out": dict(self.rows_out), "read_bytes": dict(self.read_bytes),
+                "read_docs": dict(self.read_docs), "read_files": dict(self.read_files),
+                "skipped": {k: dict(v) for k, v in self.skipped.items()}, "reused": list(self.reused),
+                "info": dict(self.info), "workers": {k: sorted(v) for k, v in self.workers.items()},
+                "span": {k: list(v) for k, v in self.span.items()}, "messages": self.messages,
+                "restarted": self.restarted}
 
+    def merge(self, state: dict[str, Any]) -> None:
+        """After a restart: add the state the driver last read to what arrived since (sums add, per-file values
+        and sets combine), so only the calls between that read and the restart are missing."""
+        for key in ("seconds", "batches", "rows", "rows_out"):
+            mine = getattr(self, key)
+            for k, v in state.get(key, {}).items():
+                mine[k] += v
+        for url, n in state.get("read_bytes", {}).items():
+            self.read_bytes[url] = max(n, self.read_bytes.get(url, 0))
+        for key in ("read_docs", "read_files", "skipped", "info"):
+            getattr(self, key).update({k: v for k, v in state.get(key, {}).items() if k not in getattr(self, key)})
+        self.reused = list(state.get("reused", [])) + [r for r in self.reused if r not in state.get("reused", [])]
+        for step, ws in state.get("workers", {}).items():
+            self.workers[step].update(ws)
+        for step, (lo, hi) in state.get("span", {}).items():
+            a, b = self.span.get(step, (lo, hi))
+            self.span[step] = [min(a, lo), max(b, hi)]
+        self.restarted = False  # given back: a second restart is noticed again
+
+    def snapshot(self) -> dict[str, Any]:
+        return view(self.state())
+
+
+def view(state: dict[str, Any]) -> dict[str, Any]:
+    """The figures stats.json shows, from a `StatsActor.state()`."""
+    skipped: Counter = Counter()
+    for per_file in state["skipped"].values():
+        skipped.update(per_file)
+    return {"seconds": dict(state["seconds"]), "batches": dict(state["batches"]), "rows": dict(state["rows"]),
+            "rows_out": dict(state["rows_out"]), "bytes_read": sum(state["read_bytes"].values()),
+            "docs_read": sum(state["read_docs"].values()),
+            "files_read": len(state["read_files"]), "skipped": dict(skipped), "info": dict(state["info"]),
+            "reused": list(state["reused"]),
+            "workers": {k: len(v) for k, v in state["workers"].items()},
+            "wall": {k: hi - lo for k, (lo, hi) in state["span"].items()}}
+
+
+def start_stats_actor() -> Any:
+    """The run's `StatsActor`, on this (the driver's) node, restarted there if its process dies.
+
+    Placement matters: with Ray's default scheduling it could land on any worker node, and losing that node took
+    the job down with it (every batch step waited on the actor, and Ray Data does not retry a step whose UDF
+    raised `ActorUnavailableError`). The driver's node is the one node whose loss ends the job anyway. Calls that
+    reach it while it restarts are retried there (``max_task_retries``), never failed back to a worker."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return StatsActor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+                              max_restarts=-1, max_task_retries=-1).remote()
+
+
+def send(actor: Any, method: str, *args: Any) -> None:
+    """Tell the stats actor something without waiting for it: bookkeeping never holds up, or fails, a batch. A
+    message lost with the actor costs a timing figure (stats.json marks the run's timing partial), never a
+    document or a count the rows carry."""
+    if actor is None:
+        return
+    try:
+        getattr(actor, method).remote(*args)
+    except Exception:  # noqa: BLE001  (a handle that cannot take calls any more: the figure is lost, not the run)
+        pass
+
+
+def ask(actor: Any, method: str, *args: Any, timeout_s: float = 60.0) -> Any:
+    """Call the stats actor from the driver and wait for the answer; None if it cannot answer within
+    ``timeout_s`` (it is restarting, or gone with the driver's node)."""
+    if actor is None:
+        return None
+    try:
+        return ray.get(getattr(actor, method).remote(*args), timeout=timeout_s)
+    except Exception:  # noqa: BLE001  (ray.exceptions.RayActorError, ActorUnavailableError, GetTimeoutError)
+        return None
+
+
+def settle(actor: Any, quiet_s: float = 0.05, most_s: float = 2.0) -> None:
+    """Wait until the actor has taken no call for ``quiet_s`` (at most ``most_s``): workers send without
+    waiting, so the last of their calls may still be on the way when the driver has every block."""
+    deadline, last = time.time() + most_s, None
+    while time.time() < deadline:
+        state = ask(actor, "state", timeout_s=most_s)
+        if state is None or state["messages"] == last:
+            return
+        last = state["messages"]
+        time.sleep(quiet_s)
+
+
+# how long the driver waits for the stats actor's answer before going on with what it last read
+ACTOR_TIMEOUT_S = 10.0
 
 # the stage in which a whole-dataset step waits for its input to be complete (the steps before it do their work)
 WAIT_STAGE = "materialize_input"
@@ -113,13 +214,11 @@ class StageTimer:
 
     def done(self, stage: str, rows: int) -> None:
         now = time.perf_counter()
-        if self.actor is not None:
-            ray.get(self.actor.add_time.remote(f"{self.step}:{stage}", now - self.t, rows))
+        send(self.actor, "add_time", f"{self.step}:{stage}", now - self.t, rows)
         self.t = now
 
     def info(self, info: dict[str, Any]) -> None:
-        if self.actor is not None:
-            ray.get(self.actor.set_info.remote(self.step, info))
+        send(self.actor, "set_info", self.step, info)
 
 
 def worker_id() -> str:
@@ -161,6 +260,9 @@ class RunStats:
         self.parts_reused = 0
         self._seen: set[str] = set()
         self._lock = threading.Lock()  # the driver's loop adds parts while the heartbeat thread flushes
+        self._flush_lock = threading.Lock()  # one flush at a time (the heartbeat's, the driver's last)
+        self._state: dict[str, Any] | None = None  # the stats actor's state as last read
+        self.partial: dict[str, Any] = {}  # why timing figures may be missing (`timing_note`)
         self._progress = _ProgressLog(f"{out_dir}/stats/progress.jsonl")
         self._metrics = RayMetrics(self.out_dir)
 
@@ -180,8 +282,41 @@ class RunStats:
                 self.kept_chars += int(s["kept_chars"])
                 self.counts.update(json.loads(s["counts"]))
 
-    def render(self, status: str, with_timing: bool = True) -> dict[str, Any]:
-        timing = ray.get(self.actor.snapshot.remote()) if self.actor is not None and with_timing else {}
+    def actor_state(self) -> dict[str, Any] | None:
+        """The stats actor's state, kept as the last one read. An actor that restarted (its process died; it is
+        restarted on the driver's node) gets that last state back, and the run's timing is marked partial: the
+        calls it took between that read and its death are lost. An actor that does not answer leaves the last
+        state in place, also marked partial."""
+        if self.actor is None:
+            return None
+        state = ask(self.actor, "state", timeout_s=ACTOR_TIMEOUT_S)
+        if state is None:
+            self.partial.setdefault("no_answer", now_iso())
+            return self._state
+        if state["restarted"]:
+            self.partial["restarts"] = self.partial.get("restarts", 0) + 1
+            if self._state is not None:
+                ask(self.actor, "merge", self._state, timeout_s=ACTOR_TIMEOUT_S)
+                state = ask(self.actor, "state", timeout_s=ACTOR_TIMEOUT_S) or state
+        self._state = state
+        return state
+
+    def timing_note(self) -> dict[str, Any]:
+        """stats.json ``timing``: complete, or partial and why."""
+        if not self.partial:
+            return {"partial": False}
+        why = []
+        if self.partial.get("restarts"):
+            why.append(f"curate's stats actor restarted {self.partial['restarts']} time(s); the timings it took "
+                       "just before are missing")
+        if self.partial.get("no_answer"):
+            why.append(f"curate's stats actor did not answer (first at {self.partial['no_answer']}); figures are "
+                       "those last read")
+        return {"partial": True, "why": "; ".join(why)}
+
+    def render(self, status: str, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """stats.json from the parts counted so far and the stats actor's ``state`` (`actor_state`)."""
+        timing = view(state) if state is not None else {}
         seconds = timing.get("seconds", {})
         by_step: dict[str, dict[str, Counter]] = {s: {"drop": Counter(), "error": Counter()} for s in self.steps}
         created: Counter = Counter()
@@ -247,6 +382,8 @@ class RunStats:
             "steps": rows,
             # a resumed run: what it took from the earlier attempt instead of redoing it
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            # seconds per step come from messages to curate's stats actor; a lost one marks them partial
+            "timing": self.timing_note(),
             "resume": {"resumed": self.resumed, "parts_reused": self.parts_reused,
                        "checkpoints_reused": timing.get("reused", [])},
             "totals": {
@@ -261,12 +398,18 @@ class RunStats:
     def flush(self, status: str = "running", force: bool = False, with_timing: bool = True) -> dict[str, Any] | None:
         """Render and write stats.json (at most about once a second unless ``force``). ``with_timing`` False: without
         the stats actor's numbers, for the first write of a run, which would otherwise wait for the actor's worker
-        process to start (~0.5 s a command pays before any work is planned)."""
-        with self._lock:
+        process to start (~0.5 s a command pays before any work is planned). The last flush of a run (status not
+        ``running``) first lets the workers' last calls reach the actor (`settle`). The actor is asked outside the
+        lock the driver's loop takes to add parts: a slow answer delays stats.json, never the data."""
+        with self._flush_lock:
             if not force and time.time() - self._last_flush < 0.9:
                 return None
             self._last_flush = time.time()
-            doc = self.render(status, with_timing)
+            if with_timing and status != "running":
+                settle(self.actor)
+            state = self.actor_state() if with_timing else None
+            with self._lock:
+                doc = self.render(status, state)
             self._write(doc, status)
         return doc
 

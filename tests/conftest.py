@@ -6,6 +6,7 @@ a real file the reader meets exactly as it would on a crawl, not a mocked record
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -19,6 +20,39 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+# what the tests' S3 server (moto) and the nodes of their clusters take as credentials
+S3_CREDS = {"AWS_ACCESS_KEY_ID": "curate-test", "AWS_SECRET_ACCESS_KEY": "curate-test",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str):
+    """A real S3-compatible server (moto's, in this process, on 127.0.0.1) with ``bucket`` made: its endpoint
+    URL. Stopped on exit."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    from curate.localcluster import free_port
+
+    port = free_port()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3_client(endpoint).create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_CREDS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=S3_CREDS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
 
 
 @pytest.fixture(scope="session")

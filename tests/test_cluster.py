@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -22,11 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, S3_CREDS, SAMPLE, s3_server
 
 pytestmark = pytest.mark.slow
 
-CREDS = {"AWS_ACCESS_KEY_ID": "curate-test", "AWS_SECRET_ACCESS_KEY": "curate-test", "AWS_DEFAULT_REGION": "us-east-1"}
+CREDS = S3_CREDS
 BUCKET = "curate-test"
 ADDED = "2026-01-01T00:00:00Z"
 # stats.json and progress.jsonl hold timings, _run.json the input files' mtimes (the job's copy of the working dir
@@ -36,21 +35,8 @@ TIMED = {"stats.json", "stats/progress.jsonl", "_run.json", "logs/ray.log"}
 
 @pytest.fixture(scope="module")
 def s3():
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    from curate.localcluster import free_port
-
-    port = free_port()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in CREDS.items()
-                                               if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1") \
-        .create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
+    with s3_server(BUCKET) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")

@@ -484,3 +484,18 @@ def test_step_counts_are_exported_as_ray_metrics(ray_session, tmp_path):
                 got[name] = float(m.group(3))
         time.sleep(1)
     assert got == {k: float(v) for k, v in want.items()}
+
+
+def test_partial_timing_is_flagged(tmp_path):
+    """A run whose stats actor restarted says so on every view's header: its seconds may miss a few batches."""
+    from curate.dashboard.run import Run
+    from curate.dashboard.views import summary
+
+    doc = {"status": "done", "steps": [], "elapsed_s": 1.0, "updated": "2026-01-01T00:00:00Z",
+           "totals": {"balanced": True}, "timing": {"partial": True, "why": "curate's stats actor restarted 1 time(s)"}}
+    (tmp_path / "stats.json").write_text(json.dumps(doc))
+    assert any("timing figures are partial: curate's stats actor restarted" in f
+               for f in summary(Run(str(tmp_path)), None)["flags"])
+    doc["timing"] = {"partial": False}
+    (tmp_path / "stats.json").write_text(json.dumps(doc))
+    assert not any("timing" in f for f in summary(Run(str(tmp_path)), None)["flags"])

@@ -213,6 +213,34 @@ def test_resume_refuses_a_changed_config_or_input(tmp_path):
     assert r.returncode == 2 and "nothing to resume" in r.stderr
 
 
+def test_inputs_shipped_with_a_job_are_compared_by_content(tmp_path, monkeypatch):
+    """A submitted job's working dir is unpacked anew on every cluster, with new modification times: a resume on
+    a new cluster (the head was lost) compares those inputs by content, and still refuses a changed one."""
+    import json as _json
+
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    from curate.checkpoint import ResumeError, check_resume, identity, save_run
+
+    shipped = tmp_path / "job"
+    shutil.copytree(SAMPLE, shipped / "data")
+    monkeypatch.chdir(shipped)
+    monkeypatch.setenv(RAY_JOB_CONFIG_JSON_ENV_VAR, _json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg.zip"}}))
+    files = [("data/jwarc_cc.warc.gz", "jwarc_cc.warc"), ("data/warcio_example.warc.gz", "warcio_example.warc")]
+    first = identity({"steps": []}, files, None)
+    assert all(len(f["sha256"]) == 64 for f in first["inputs"])
+    save_run(str(tmp_path / "out"), first)
+    for name in ("jwarc_cc.warc.gz", "warcio_example.warc.gz"):  # unpacked again: same bytes, new mtime
+        os.utime(shipped / "data" / name, (time.time() + 100, time.time() + 100))
+    check_resume(str(tmp_path / "out"), identity({"steps": []}, files, None))
+    data = (shipped / "data" / "jwarc_cc.warc.gz").read_bytes()
+    (shipped / "data" / "jwarc_cc.warc.gz").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size
+    with pytest.raises(ResumeError, match=r"input changed: data/jwarc_cc.warc.gz \(sha256 "):
+        check_resume(str(tmp_path / "out"), identity({"steps": []}, files, None))
+    monkeypatch.delenv(RAY_JOB_CONFIG_JSON_ENV_VAR)  # a plain local run: modification times, as before
+    assert "sha256" not in identity({"steps": []}, files, None)["inputs"][0]
+
+
 def _mount_tmpfs(where: Path, size: int) -> bool:
     where.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)

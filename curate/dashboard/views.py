@@ -52,6 +52,9 @@ def summary(run: Run, index: DocIndex | None) -> dict[str, Any]:
         flags.append(f"the run failed: {stats.get('error') or 'see the driver log'}")
     if not t.get("balanced", True):
         flags.append("counts do not balance: documents in != out + dropped + errors")
+    timing = stats.get("timing") or {}
+    if timing.get("partial"):  # seconds per step only: counts and documents never depend on them
+        flags.append(f"timing figures are partial: {timing.get('why') or 'some were lost'}")
     inputs = stats.get("inputs") or {}
     files, read = inputs.get("files") or 0, inputs.get("files_read") or 0
     eta = None

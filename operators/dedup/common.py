@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curate import checkpoint
+from curate import checkpoint, failpoints
 from curate.operator import DatasetOperator, RunContext, arrow_blocks, fits_one_task, set_column
 from curate.schema import NODE_SHIFT, STAT_PREFIX, live_mask, node_ids
 
@@ -141,6 +141,7 @@ def shuffle_partitions(size_bytes: int, asked: int) -> int:
 
 def _split_by_hash(table: pa.Table, key: str, partitions: int) -> tuple[pa.Table, ...] | pa.Table:
     """A block's rows by partition of their key (a multiplicative hash of the int64 value, top bits)."""
+    failpoints.hit("shuffle:split")  # tests: a node lost inside the shuffle
     with np.errstate(over="ignore"):
         h = table.column(key).to_numpy().astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     part = ((h >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
