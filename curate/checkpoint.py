@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import failpoints, storage
+from curate.files import file_sha256
 from curate.writer import atomic_write
 
 RUN_FILE = "_run.json"
@@ -56,7 +57,7 @@ def input_listing(files: list[tuple[str, str]]) -> list[dict[str, Any]]:
         mtime = info.get("mtime", info.get("LastModified", info.get("ETag")))
         entry = {"url": url, "size": info.get("size"), "mtime": str(mtime) if mtime is not None else None}
         if shipped and storage.is_local(fs) and os.path.abspath(path).startswith(shipped + os.sep):
-            entry["sha256"] = _sha256(path)
+            entry["sha256"] = file_sha256(path)
         out.append(entry)
     return out
 
@@ -67,14 +68,6 @@ def _job_working_dir() -> str | None:
 
     env = submitted_job_env()
     return os.path.abspath(os.getcwd()) if env and env.get("working_dir") else None
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _comparable(listing: list[dict[str, Any]]) -> list[dict[str, Any]]:
