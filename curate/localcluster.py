@@ -161,6 +161,21 @@ class LocalCluster:
                 return int(name[1:]) if name[1:].isdigit() else None
         return None
 
+    def log_tail(self, i: int = 0, chars: int = 1500) -> str:
+        """The end of node ``i``'s `ray start` output and of its main Ray logs: what a failed test prints, so that
+        a node that died on a CI machine says why."""
+        logs = self.root / f"n{i}" / "session_latest" / "logs"
+        parts = []
+        for f in [self.root / f"n{i}.log", *(logs / n for n in ("gcs_server.err", "raylet.err", "dashboard.err",
+                                                                "dashboard.log", "raylet.out"))]:
+            try:
+                text = f.read_bytes()[-chars:].decode("utf-8", "replace")
+            except OSError:
+                continue
+            if text.strip():
+                parts.append(f"--- {f.relative_to(self.root)}\n{text}")
+        return "\n".join(parts)
+
     def kill_node(self, i: int) -> None:
         """Lose node ``i`` as a machine is lost: SIGKILL to every process of it at once, nothing graceful."""
         self.lost.add(i)

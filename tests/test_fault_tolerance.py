@@ -115,7 +115,7 @@ def submit(project: Path, cluster, out: str, pause: str | None, folder: Path, en
     args = ["submit", config, "--address", cluster.address, "-o", f"s3://{BUCKET}/{out}",
             "--runtime-env", str(spec)]
     sub = curate(*args, *(["--resume"] if resume else []), cwd=project, env=auth(cluster))
-    assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
+    assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:] + cluster.log_tail(0)
     return next(ln.split()[1] for ln in sub.stdout.splitlines() if ln.startswith("job:"))
 
 
@@ -129,15 +129,21 @@ def held(folder: Path, cluster, job: str, worker_node: bool = False, timeout_s: 
             m["node"] = cluster.node_index(m["node_id"])
         if found and (not worker_node or any(m["node"] not in (None, 0) for m in found)):
             return found
-        assert job_status(cluster, job) in ("PENDING", "RUNNING"), job_logs(cluster, job)
+        status = job_status(cluster, job)
+        assert status in ("PENDING", "RUNNING"), f"{status}\n{job_logs(cluster, job)}\n{cluster.log_tail(0)}"
         time.sleep(0.5)
     raise AssertionError(f"no process reached the failpoint{' on a worker node' * worker_node} within {timeout_s:g} s")
 
 
-def job_status(cluster, jid: str) -> str:
-    """The job's status from the Jobs API (REST, with the cluster's token)."""
-    got = cluster.api(f"/api/jobs/{jid}")
-    return (got or {}).get("status", "UNKNOWN")
+def job_status(cluster, jid: str, tries: int = 4) -> str:
+    """The job's status from the Jobs API (REST, with the cluster's token); UNKNOWN once the API has not answered
+    ``tries`` times (a loaded 2-core machine can keep the head's dashboard past one request's timeout)."""
+    for attempt in range(tries):
+        got = cluster.api(f"/api/jobs/{jid}")
+        if got is not None:
+            return got.get("status", "UNKNOWN")
+        time.sleep(2 * (attempt + 1))
+    return "UNKNOWN"
 
 
 def job_logs(cluster, jid: str) -> str:
@@ -150,8 +156,9 @@ def finished(cluster, jid: str, timeout_s: float = JOB_S) -> str:
         st = job_status(cluster, jid)
         if st in ("SUCCEEDED", "FAILED", "STOPPED"):
             return st
+        assert st != "UNKNOWN", f"the Jobs API stopped answering\n{cluster.log_tail(0)}"
         time.sleep(2)
-    raise AssertionError(f"job {jid} still running after {timeout_s:g} s")
+    raise AssertionError(f"job {jid} still running after {timeout_s:g} s\n{cluster.log_tail(0)}")
 
 
 def lose_worker_node(cluster, folder: Path, marks: list[dict]) -> int:
