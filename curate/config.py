@@ -51,6 +51,12 @@ class InputSpec(_Strict):
     max_record_bytes: int = Field(
         10_000_000, gt=0, description="Payloads larger than this are dropped as `too_large` without being read."
     )
+    warc_record_types: list[Literal["response", "resource", "conversion"]] = Field(
+        ["response", "resource", "conversion"], min_length=1, description="WARC record types read as documents; "
+        "other records are counted under records_skipped (FineWeb reads response and conversion records).")
+    http_status: Literal["2xx", "any"] = Field(
+        "2xx", description="2xx: a response with another HTTP status (a redirect, a 404 page) is dropped as "
+        "`http_status`; any: every response is a document (FineWeb extracts them all).")
     storage_options: dict[str, Any] = Field(
         {}, description="fsspec options of the input store (s3: endpoint_url, client_kwargs.region_name, anon, "
         "profile, requester_pays; gs: project, token: 'anon'). No secrets: credentials come from the standard env "

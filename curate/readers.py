@@ -242,7 +242,7 @@ def _read_warc_from(stream: io.BufferedIOBase, start: int, rows: _Rows, spec: In
                 # warcio reads any text line as an ARC header; in a .warc/.wet file that means garbage
                 raise _Resync("warc_parse_error", "not a WARC record")
             produced += 1
-            if rtype not in DOC_RECORD_TYPES:
+            if rtype not in DOC_RECORD_TYPES or rtype not in spec.warc_record_types:
                 skipped[f"record_type:{rtype}"] += 1
                 continue
             block = _warc_document(record, it, rows, spec, is_arc)
@@ -296,7 +296,7 @@ def _warc_document(record: Any, it: Any, rows: _Rows, spec: InputSpec, is_arc: b
                  schema.DETAIL: f"{truncated} bytes missing at offset {offset}"})
     elif rtype == "conversion":  # WET: text already extracted upstream
         rows.add(**base, text=payload.decode("utf-8", errors="replace"), metadata=_dumps(meta))
-    elif meta.get("http_status") is not None and not 200 <= meta["http_status"] < 300:
+    elif spec.http_status == "2xx" and meta.get("http_status") is not None and not 200 <= meta["http_status"] < 300:
         rows.add(**base, metadata=_dumps(meta), **{schema.FATE: schema.DROP, schema.REASON: "http_status",
                  schema.DETAIL: str(meta["http_status"])})
     else:

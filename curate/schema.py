@@ -12,7 +12,8 @@ Arrow record batches (pyarrow.Table) are the unit between operators. A row is
 * stats-only columns ``_stat_<name>`` (a dedup cluster id): per-document facts that are not scores, written to
   the per-document stats parquet as ``<name>`` and never to attribute files (Dolma attribute values are numbers);
 * bookkeeping columns starting with ``_`` that never reach the document files: provenance (``_file``, ``_ord``),
-  the raw payload (``_raw``), and the row's fate (``_fate``, ``_reason``, ``_detail``, ``_step``).
+  the raw payload (``_raw``), the row's fate (``_fate``, ``_reason``, ``_detail``, ``_step``) and the record of
+  the edits steps made to its text (``_edits``).
 
 Rows are never deleted inside the pipeline: a dropped or failed document becomes a *tombstone* (fate set, text
 and payload nulled) that travels on to the writer. That is what makes "every input record is accounted for"
@@ -44,6 +45,9 @@ REASON = "_reason"  # machine-readable reason, e.g. "too_short", "extract_timeou
 DETAIL = "_detail"  # short human-readable detail for errors (exception message, truncated)
 STEP = "_step"  # the step that decided the fate
 BORN = "_born"  # the step that created the row (null: read from the input), e.g. synthetic rephrasings
+# What steps cut out of or replaced in the text (JSON: {step: {rule: {"spans", "chars", "removed"}}}): an edited
+# document is counted per step and rule like a dropped one is per reason (`operators/edit.py` writes it).
+EDITS = "_edits"
 # Records in the row's part (its reader block: input.docs_per_block, fewer at the end of a file): the writer
 # knows a part is whole when it holds that many distinct ordinals, however Ray cut or merged the blocks.
 PART_ROWS = "_part_rows"
@@ -51,7 +55,11 @@ PART_ROWS = "_part_rows"
 DROP = "drop"
 ERROR = "error"
 
-BOOKKEEPING = (FILE, ORD, RAW, FATE, REASON, DETAIL, STEP, BORN, PART_ROWS)
+BOOKKEEPING = (FILE, ORD, RAW, FATE, REASON, DETAIL, STEP, BORN, PART_ROWS, EDITS)
+
+# A span attribute: per document a list of [start, end, value] (character offsets into the text, as Dolma's
+# attribute files hold them).
+SPANS = pa.list_(pa.list_(pa.float64()))
 
 BASE_SCHEMA = pa.schema(
     [
@@ -69,6 +77,7 @@ BASE_SCHEMA = pa.schema(
         pa.field(STEP, pa.string()),
         pa.field(BORN, pa.string()),
         pa.field(PART_ROWS, pa.int64()),
+        pa.field(EDITS, pa.string()),
     ]
 )
 

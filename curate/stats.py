@@ -251,6 +251,8 @@ class RunStats:
         self.skipped_files = skipped_files
         self.actor = actor
         self.counts: Counter = Counter()
+        # "<step>|<rule>" -> [documents, spans, characters] a step edited (cut out or replaced) by that rule
+        self.edits: dict[str, list[int]] = {}
         self.parts = 0
         self.kept_chars = 0
         self.started = time.time()
@@ -270,7 +272,8 @@ class RunStats:
         """Parts an earlier attempt of this run finished (a resume): counted from their markers, not redone."""
         self.resumed = True
         self.parts_reused += len(markers)
-        self.add_parts([{**m, "counts": json.dumps(m["counts"])} for m in markers])
+        self.add_parts([{**m, "counts": json.dumps(m["counts"]), "edits": json.dumps(m.get("edits") or {})}
+                        for m in markers])
 
     def add_parts(self, summaries: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -281,6 +284,9 @@ class RunStats:
                 self.parts += 1
                 self.kept_chars += int(s["kept_chars"])
                 self.counts.update(json.loads(s["counts"]))
+                for key, (docs, spans, chars) in json.loads(s.get("edits") or "{}").items():
+                    acc = self.edits.setdefault(key, [0, 0, 0])
+                    acc[0], acc[1], acc[2] = acc[0] + docs, acc[1] + spans, acc[2] + chars
 
     def actor_state(self) -> dict[str, Any] | None:
         """The stats actor's state, kept as the last one read. An actor that restarted (its process died; it is
@@ -351,6 +357,10 @@ class RunStats:
                 row["parallelism"] = round(seconds.get(step, 0.0) / wall, 2) if wall > 0 else None
             if created[step]:
                 row["created"] = created[step]
+            edited = {k.split("|", 1)[1]: {"documents": d, "spans": sp, "chars": c}
+                      for k, (d, sp, c) in sorted(self.edits.items()) if k.split("|", 1)[0] == step}
+            if edited:  # documents a step edited, per rule: they stay documents (in and out are unchanged)
+                row["edited"] = edited
             stages = {k.split(":", 1)[1]: round(v, 3) for k, v in seconds.items() if k.startswith(step + ":")}
             if stages:  # whole-dataset steps time their internal stages (wall seconds)
                 row["stages"] = stages
@@ -532,6 +542,9 @@ def format_table(stats: dict[str, Any]) -> str:
              f"{'parallel':>9}  reasons"]
     for s in stats["steps"]:
         reasons = ", ".join(f"{k}={v}" for k, v in {**s["dropped"], **s["errors"]}.items())
+        if s.get("edited"):
+            reasons = ", ".join(x for x in (reasons, "edited: " + ", ".join(
+                f"{k}={v['documents']}" for k, v in s["edited"].items())) if x)
         par = f"{s['parallelism']:.2f}" if s.get("parallelism") is not None else "-"
         lines.append(f"{s['step']:<18}{s['in']:>8}{s['out']:>8}{sum(s['dropped'].values()):>9}"
                      f"{sum(s['errors'].values()):>8}{s['seconds']:>9.2f}{s.get('workers', '-'):>8}{par:>9}"

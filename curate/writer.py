@@ -52,8 +52,27 @@ SUMMARY_SCHEMA = pa.schema(
         ("kept", pa.int64()),
         ("kept_chars", pa.int64()),
         ("counts", pa.string()),  # JSON {"<step>|<fate>|<reason>": n}
+        ("edits", pa.string()),  # JSON {"<step>|<rule>": [documents, spans, characters]} (edit steps)
     ]
 )
+
+
+def edit_counts(t: pa.Table) -> dict[str, list[int]]:
+    """Per edit step and rule, the documents it edited and the spans and characters it cut or replaced, from the
+    rows' ``_edits`` records (every row: a document edited, then dropped by a later step, was still edited)."""
+    out: dict[str, list[int]] = {}
+    if schema.EDITS not in t.column_names:
+        return out
+    for rec in t.column(schema.EDITS).to_pylist():
+        if not rec:
+            continue
+        for step, rules in json.loads(rec).items():
+            for rule, r in rules.items():
+                acc = out.setdefault(f"{step}|{rule}", [0, 0, 0])
+                acc[0] += 1
+                acc[1] += int(r["spans"])
+                acc[2] += int(r["chars"])
+    return dict(sorted(out.items()))
 
 
 def atomic_write(url: str, data: bytes) -> None:
@@ -245,7 +264,11 @@ class DolmaWriter:
             "rows": t.num_rows, "kept": kept.num_rows, "kept_chars": kept_chars,
             "counts": json.dumps(dict(sorted(counts.items()))),
         }
-        marker = {**summary, "counts": dict(sorted(counts.items())), "files": written}
+        edits = edit_counts(t)
+        if edits:
+            summary["edits"] = json.dumps(edits)
+        marker = {**summary, "counts": dict(sorted(counts.items())), **({"edits": edits} if edits else {}),
+                  "files": written}
         atomic_write(f"{self.out_dir}/_parts/{part}.json", (json.dumps(marker, indent=1) + "\n").encode())
         if failpoints.armed():
             fs, root = storage.url_to_fs(f"{self.out_dir}/_parts")
@@ -366,6 +389,8 @@ class DolmaWriter:
             "reason": t.column(schema.REASON),
             "detail": t.column(schema.DETAIL),
             "chars": pc.utf8_length(t.column("text")),
+            # what edit steps cut or replaced (JSON: step -> rule -> spans, chars, the first pieces that went)
+            "edits": t.column(schema.EDITS) if schema.EDITS in t.column_names else pa.nulls(t.num_rows, pa.string()),
         }
         for c in scalar_attrs:
             cols[c] = t.column(c)

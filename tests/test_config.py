@@ -29,8 +29,19 @@ def problems(raw) -> list[str]:
 
 def test_default_pipeline_is_valid():
     cfg = load_config(REPO / "pipeline.yaml")
-    assert [s.name for s in cfg.steps] == ["extract", "langid", "quality_signals", "preselect", "exact_dedup",
-                                           "minhash_dedup", "filter", "segment", "shard"]
+    assert [s.name for s in cfg.steps] == [
+        "url_filter", "html_langid", "filter", "extract", "langid", "filter", "gopher", "c4", "filter", "edit",
+        "fineweb_quality", "filter", "preselect", "exact_dedup", "minhash_dedup", "filter", "pii", "edit", "segment",
+        "shard"]
+    # it starts from the FineWeb recipe: the same steps with the same settings up to the PreSelect score
+    recipe = load_config(REPO / "recipes" / "fineweb.yaml")
+    fineweb = [(s.name, s.params) for s in recipe.steps][:12]
+    ours = [(s.name, s.params) for s in cfg.steps][:12]
+    assert [n for n, _ in ours] == [n for n, _ in fineweb]
+    differ = {n: {k for k in type(a).model_fields if getattr(a, k) != getattr(b, k)}
+              for (n, a), (_, b) in zip(ours, fineweb) if a != b}
+    # the installed trafilatura, not FineWeb's pinned 1.11 (URL in, metadata out); scores kept for more languages
+    assert differ == {"extract": {"trafilatura_version", "pass_url", "with_metadata"}, "langid": {"languages"}}
 
 
 def test_unknown_operator():
@@ -93,8 +104,8 @@ def test_not_yaml(tmp_path):
 def test_validate_command_ok():
     res = subprocess.run([sys.executable, "-m", "curate.cli", "validate", "pipeline.yaml"], capture_output=True,
                          text=True, cwd=REPO)
-    assert res.returncode == 0 and ("extract -> langid -> quality_signals -> preselect -> exact_dedup -> minhash_dedup"
-                                    " -> filter -> segment") in res.stdout
+    assert res.returncode == 0 and ("url_filter -> html_langid -> filter -> extract -> langid -> filter#2 -> gopher"
+                                    " -> c4") in res.stdout
 
 
 def test_missing_input_files_fail_before_output(ray_session, tmp_path):

@@ -49,9 +49,9 @@ def _steps_named(rule: dict) -> set[str]:
 
 def _config(tmp: Path, name: str, inputs: list[str], only: tuple[str, ...] | None = None,
             **keep: str) -> Path:
-    """The default pipeline on ``inputs``; with ``only``, just those steps (filter rules on others' scores go);
-    ``keep``: reason -> a new keep expression."""
-    cfg = yaml.safe_load((REPO / "pipeline.yaml").read_text())
+    """The tests' pipeline (tests/pipelines/dashboard.yaml) on ``inputs``; with ``only``, just those steps (filter
+    rules on others' scores go); ``keep``: reason -> a new keep expression."""
+    cfg = yaml.safe_load((REPO / "tests" / "pipelines" / "dashboard.yaml").read_text())
     cfg["input"]["paths"] = inputs
     cfg["output"]["added"] = "2026-01-01T00:00:00Z"
     if only is not None:
@@ -276,6 +276,24 @@ def test_a_duplicate_links_the_kept_document_it_duplicates(live):
     expect(page.locator("[data-k=doc-id]")).to_have_text(rep["id"])
     page.wait_for_selector("[data-k=doc-text]")
     assert len(page.inner_text("[data-k=doc-text]")) > 100
+
+
+def test_document_view_lists_what_edit_steps_changed(live):
+    """A document whose e-mail address the `edit` step replaced: the view lists the step, the rule, how many
+    spans and characters, and the piece that went."""
+    page = live["page"]
+    docs = _docs(live["a"]).to_pylist()
+    target = next(d for d in docs if d["fate"] == "kept" and d["edits"] and "pii__regex__email" in d["edits"])
+    record = json.loads(target["edits"])["edit"]["pii__regex__email"]
+    _show(page, "documents")
+    page.fill("#search", target["id"])
+    page.get_by_role("button", name="find", exact=True).click()
+    page.click(f"table[data-table=documents] tr.click >> text={target['id']}")
+    page.wait_for_selector("table[data-table=doc-edits]")
+    row = _table(page, "doc-edits")[0]
+    assert row[:4] == ["edit", "pii__regex__email", str(record["spans"]), str(record["chars"])]
+    at, piece = record["removed"][0]
+    assert f"{at}: {json.dumps(piece)}" in row[4] and "@" in piece
 
 
 def test_hostile_document_text_is_shown_as_text_and_runs_nothing(live):

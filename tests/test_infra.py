@@ -143,6 +143,8 @@ def test_dockerfile_copies_what_exists_and_installs_the_make_set():
         assert (REPO / src).exists(), src
     makefile = (REPO / "Makefile").read_text()
     assert "-r infra/model-wheels.txt" in makefile and any("-r infra/model-wheels.txt" in r for r in runs)
+    for lst in sorted((INFRA / "extractors").glob("*.txt")):  # every pinned extractor is in the image too
+        assert any(f"extractors/{lst.stem} -r infra/extractors/{lst.name}" in r for r in runs), lst.name
     extras = set(re.search(r'"\.\[([\w,]+)\]"', next(r for r in runs if '".[' in r)).group(1).split(","))
     make_extras = set(re.search(r'-e "\.\[([\w,]+)\]"', makefile).group(1).split(","))
     assert extras == make_extras - {"test", "eval"}  # the image leaves out only what tests and benchmarks use
@@ -168,7 +170,8 @@ def test_dockerfile_install_runs_in_a_fresh_virtualenv(tmp_path):
     env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv),
            **{k: "" for k in args}}
     env.pop("PYTHONPATH", None)
-    for cmd in runs:
+    for cmd in runs:  # the image's prefix is /usr/local; here it is the venv
+        cmd = cmd.replace("/usr/local/", f"{venv}/")
         r = subprocess.run(["bash", "-c", cmd + " -q"], cwd=ctx, env=env, capture_output=True, text=True)
         assert r.returncode == 0, f"{cmd}\n{r.stderr[-3000:]}"
     py = str(venv / "bin" / "python")
@@ -177,6 +180,8 @@ def test_dockerfile_install_runs_in_a_fresh_virtualenv(tmp_path):
              "from curate.models import bundled_gguf; assert bundled_gguf().exists();"
              "from operators.segment.model import load_model; load_model();"
              "from scorers.preselect.operator import PreSelect;"
+             "from operators.extract.operator import pinned_trafilatura; pinned_trafilatura('1.11.0');"
+             "from scorers.fineweb.url import assets_dir; assets_dir();"
              "print(ray.__version__)")
     r = subprocess.run([py, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == RAY_VERSION, r.stderr[-3000:]

@@ -8,6 +8,8 @@ manifest.json, "rephrase" is documents created by a step (``born``), by the ``<s
 
 from __future__ import annotations
 
+import json
+
 import math
 import re
 import time
@@ -321,6 +323,7 @@ def document(run: Run, index: DocIndex | None, doc_id: str, with_text: bool = Tr
     prov = {k: d.pop(k) for k in ("file", "ord", "record_id", "offset", "url") if k in d}
     head = {k: d.pop(k) for k in ("id", "fate", "step", "reason", "detail", "born", "language", "chars") if k in d}
     clusters = {k: d.pop(k) for k in list(d) if k.endswith("__cluster")}
+    edits = json.loads(d.pop("edits")) if d.get("edits") else {}
     dup_of = []
     for col, rep in clusters.items():
         if rep == doc_id:
@@ -328,7 +331,10 @@ def document(run: Run, index: DocIndex | None, doc_id: str, with_text: bool = Tr
         r = query(index, "SELECT id, fate, url FROM docs WHERE id = ? LIMIT 1", [rep])
         dup_of.append({"step": col[:-len("__cluster")], "id": rep,
                        "fate": r[0][1] if r else None, "url": r[0][2] if r else None})
-    out = {**head, "provenance": prov, "attributes": d, "duplicate_of": dup_of}
+    # what edit steps cut or replaced: one row per step and rule, with the first pieces that went
+    edited = [{"step": step, "rule": rule, "spans": r["spans"], "chars": r["chars"], "removed": r.get("removed", [])}
+              for step, rules in sorted(edits.items()) for rule, r in sorted(rules.items())]
+    out = {**head, "provenance": prov, "attributes": d, "duplicate_of": dup_of, "edits": edited}
     if with_text and head.get("fate") == "kept":
         out["text"] = run.document_text(doc_id)
     elif with_text and head.get("step"):

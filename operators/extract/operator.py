@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +49,10 @@ def extract_page(payload: dict[str, Any]) -> dict[str, Any]:
     import trafilatura
 
     opts = payload["options"]
+    if opts.get("deduplicate"):  # repeated segments within this page only: nothing carries over between pages
+        from trafilatura.deduplication import LRU_TEST
+
+        LRU_TEST.clear()
     text = trafilatura.extract(payload["html"], url=payload.get("url"), output_format="txt", **opts)
     meta: dict[str, Any] = {}
     if payload.get("with_metadata") and text:
@@ -57,6 +64,19 @@ def extract_page(payload: dict[str, Any]) -> dict[str, Any]:
         else:  # the same keys on every document (null: unknown)
             meta = dict.fromkeys(("title", "page_date", "author", "sitename"))
     return {"text": text, "meta": {k: v or None for k, v in meta.items()}}
+
+
+def pinned_trafilatura(version: str) -> Path:
+    """The folder holding trafilatura ``version`` and what it pins (infra/extractors/trafilatura-<v>.txt), installed
+    beside the environment: ``$CURATE_EXTRACTORS/trafilatura-<v>`` if that is set, else
+    ``<sys.prefix>/share/curate/extractors/trafilatura-<v>``. Only the sandbox's child process puts it on its path."""
+    root = Path(os.environ.get("CURATE_EXTRACTORS") or Path(sys.prefix) / "share" / "curate" / "extractors")
+    folder = root / f"trafilatura-{version}"
+    if not (folder / "trafilatura").is_dir():
+        raise FileNotFoundError(f"trafilatura {version} is not installed at {folder}: `make install` installs the "
+                                f"versions infra/extractors/ lists (pip install --no-deps --target {folder} -r "
+                                f"infra/extractors/trafilatura-{version}.txt)")
+    return folder
 
 
 class ExtractParams(Params):
@@ -72,6 +92,14 @@ class ExtractParams(Params):
     favor_recall: bool = Field(False, description="trafilatura: prefer more text.")
     include_comments: bool = Field(False, description="trafilatura: keep the comment section.")
     include_tables: bool = Field(True, description="trafilatura: keep table text.")
+    deduplicate: bool = Field(False, description="trafilatura: drop text segments repeated within the page "
+                              "(its cache is cleared for every page, so a page's text never depends on which pages "
+                              "a worker extracted before).")
+    pass_url: bool = Field(True, description="Give trafilatura the page's URL (FineWeb's extraction does not).")
+    trafilatura_version: str | None = Field(
+        None, description="Run this trafilatura version instead of the installed one, from its own folder (one of "
+        "infra/extractors/, installed by make install and the image): \"1.11.0\" is what datatrove 0.10.1 runs "
+        "for FineWeb. null: the installed version.")
     with_metadata: bool = Field(True, description="Add title, page date, author, site name to metadata.")
     memory_limit_mb: int = Field(2048, ge=0, description="Address-space cap of the sandbox child (0: none).")
 
@@ -86,14 +114,16 @@ class Extract(BatchOperator):
     def setup(self) -> None:
         from operators.extract.sandbox import Sandbox
 
-        self.sandbox = Sandbox(__name__, "extract_page", self.params.memory_limit_mb)
+        v = self.params.trafilatura_version
+        self.sandbox = Sandbox(__name__, "extract_page", self.params.memory_limit_mb,
+                               path_first=[str(pinned_trafilatura(v))] if v else None)
         self.sandbox.start()
         self.trafilatura_options = {
             "favor_precision": self.params.favor_precision,
             "favor_recall": self.params.favor_recall,
             "include_comments": self.params.include_comments,
             "include_tables": self.params.include_tables,
-            "deduplicate": False,
+            "deduplicate": self.params.deduplicate,
         }
 
     def teardown(self) -> None:
@@ -130,7 +160,8 @@ class Extract(BatchOperator):
                 html, enc, enc_src = decode_html(body, ctype)
                 meta.update(charset=enc, charset_source=enc_src)
                 try:
-                    res = self.sandbox.call({"html": html, "url": meta.get("url"), "options": self.trafilatura_options,
+                    res = self.sandbox.call({"html": html, "url": meta.get("url") if p.pass_url else None,
+                                             "options": self.trafilatura_options,
                                              "with_metadata": p.with_metadata}, p.timeout_s, p.hang_timeout_s)
                 except SandboxTimeout as e:
                     fates[i] = ((schema.ERROR, "extract_hung", f"> {p.hang_timeout_s:g} s wall, idle") if e.hung

@@ -46,15 +46,17 @@ class SandboxCrashed(Exception):
 
 
 class Sandbox:
-    def __init__(self, module: str, function: str, memory_limit_mb: int | None = 2048):
+    def __init__(self, module: str, function: str, memory_limit_mb: int | None = 2048,
+                 path_first: list[str] | None = None):
         self.module, self.function, self.memory_limit_mb = module, function, memory_limit_mb
+        self.path_first = list(path_first or [])  # folders searched before the parent's path (a pinned package)
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
     def _start(self) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-u", "-m", "operators.extract.sandbox", self.module, self.function,
                 str(self.memory_limit_mb or 0)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [*self.path_first, *sys.path] if p)}
         return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
     def start(self, timeout: float = 120.0) -> None:

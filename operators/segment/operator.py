@@ -32,10 +32,10 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from curate.operator import BatchOperator, Params, set_column
+from curate.schema import SPANS
 from operators.segment.model import PUNCTUATED, THRESHOLD_KEYS, fit_lengths, load_model, model_thresholds, \
     rule_masks, sentence_ends, spans_from_boundaries, text_kind
 
-SPANS = pa.list_(pa.list_(pa.float64()))
 
 
 class SegmentParams(Params):

@@ -326,6 +326,12 @@ async function showDoc(box, id) {
   } else if (d.fate !== "kept") {
     box.appendChild(el("div", { class: "muted" }, "dropped documents' text is not kept in the output"));
   }
+  if (d.edits && d.edits.length) {  // what edit steps cut or replaced, with the first pieces that went
+    box.appendChild(el("h2", {}, "Edits"));
+    box.appendChild(table(["step", "rule", "spans", "chars", "first pieces (offset: text)"], d.edits.map((e) =>
+      [e.step, e.rule, e.spans, e.chars, e.removed.map(([at, t]) => `${at}: ${JSON.stringify(t)}`).join("  ")]),
+      { numeric: [2, 3], id: "doc-edits" }));
+  }
   box.appendChild(el("h2", {}, "Attributes"));
   box.appendChild(table(["attribute", "value"], Object.entries(d.attributes).map(([k, v]) => [k, v]), { numeric: [1], id: "doc-attrs" }));
 }
