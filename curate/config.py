@@ -85,6 +85,10 @@ class OutputSpec(_Strict):
         None, description="Dolma `added` (ISO-8601) on every document; default: the run's start time (UTC). "
         "Set it for byte-identical reruns.")
     write_doc_stats: bool = Field(True, description="Write the per-document stats parquet (OUT/stats/docs/).")
+    rejects: bool = Field(
+        False, description="Keep the text of every dropped document, one JSON line each with its step, reason and "
+        "detail, under OUT/rejects/<step>/ (as datatrove's exclusion writers do): to read what a rule drops. Off: "
+        "only steps that always keep theirs (rephrase) write rejects.")
     checkpoints: bool = Field(
         True, description="Checkpoint whole-dataset steps (their input and internal stages under OUT/_work) so "
         "`--resume` after a kill does not redo them. Part markers are always written.")
@@ -127,6 +131,7 @@ class StepSpec(BaseModel):
     op: type[Operator]
     params: Params
     resources: Resources
+    keep_rejects: bool = False  # output.rejects: rows this step drops keep their text for OUT/rejects/
 
 
 class PipelineConfig(BaseModel):
@@ -166,6 +171,41 @@ def load_config(path: str | Path) -> PipelineConfig:
     return parse_config(raw, str(p))
 
 
+def parse_step(step: Any, where: str, available: dict[str, pa.DataType], seen: dict[str, int],
+               ops: dict[str, type[Operator]], problems: list[str], keep_rejects: bool = False) -> StepSpec | None:
+    """One step of a pipeline (``{name: <operator>, ...params, resources}``) validated against the columns earlier
+    steps make (``available``, updated with this step's); a problem goes to ``problems`` as one line starting
+    with ``where``. Used for pipeline.yaml and for `curate.apply`, so both say the same thing about a mistake."""
+    if not isinstance(step, dict) or "name" not in step:
+        problems.append(f"{where}: expected a mapping with a `name`")
+        return None
+    name = step["name"]
+    if name not in ops:
+        problems.append(f"{where}.name: unknown operator {name!r} (known: {', '.join(sorted(ops))})")
+        return None
+    op = ops[name]
+    body = {k: v for k, v in step.items() if k not in ("name", "resources")}
+    try:
+        params = op.Params.model_validate(body)
+    except ValidationError as e:
+        problems.extend(_problems(e, where))
+        return None
+    try:
+        resources = Resources.model_validate(step.get("resources") or {})
+    except ValidationError as e:
+        problems.extend(_problems(e, f"{where}.resources"))
+        return None
+    try:
+        op.check(params, dict(available))
+    except ValueError as e:
+        problems.append(f"{where}: {e}")
+        return None
+    seen[name] = seen.get(name, 0) + 1
+    label = name if seen[name] == 1 else f"{name}#{seen[name]}"
+    available.update(op.output_columns(params))
+    return StepSpec(name=name, label=label, op=op, params=params, resources=resources, keep_rejects=keep_rejects)
+
+
 def parse_config(raw: Any, path: str | None = None) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): expected a mapping with input, output, steps"])
@@ -200,36 +240,11 @@ def parse_config(raw: Any, path: str | None = None) -> PipelineConfig:
     seen: dict[str, int] = {}
     # Columns available to each step: what earlier steps declare they make.
     available: dict[str, pa.DataType] = {}
+    keep_rejects = bool(output_spec.rejects) if output_spec is not None else False
     for i, step in enumerate(steps_raw):
-        where = f"steps[{i}]"
-        if not isinstance(step, dict) or "name" not in step:
-            problems.append(f"{where}: expected a mapping with a `name`")
-            continue
-        name = step["name"]
-        if name not in ops:
-            problems.append(f"{where}.name: unknown operator {name!r} (known: {', '.join(sorted(ops))})")
-            continue
-        op = ops[name]
-        body = {k: v for k, v in step.items() if k not in ("name", "resources")}
-        try:
-            params = op.Params.model_validate(body)
-        except ValidationError as e:
-            problems.extend(_problems(e, where))
-            continue
-        try:
-            resources = Resources.model_validate(step.get("resources") or {})
-        except ValidationError as e:
-            problems.extend(_problems(e, f"{where}.resources"))
-            continue
-        try:
-            op.check(params, dict(available))
-        except ValueError as e:
-            problems.append(f"{where}: {e}")
-            continue
-        seen[name] = seen.get(name, 0) + 1
-        label = name if seen[name] == 1 else f"{name}#{seen[name]}"
-        steps.append(StepSpec(name=name, label=label, op=op, params=params, resources=resources))
-        available.update(op.output_columns(params))
+        spec = parse_step(step, f"steps[{i}]", available, seen, ops, problems, keep_rejects)
+        if spec is not None:
+            steps.append(spec)
 
     for i, st in enumerate(steps[:-1]):
         if st.op.writes_documents:

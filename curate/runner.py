@@ -60,7 +60,7 @@ class StepRunner:
         out = self._process(live) if live.num_rows else live
         out = self._ensure_outputs(out)
         out = self._mark_born(out, live.num_rows)
-        out = tombstone_new(out, self.label, keep_text=self.op.keeps_rejected_text)
+        out = tombstone_new(out, self.label, keep_text=self.op.keeps_rejected_text or self.step.keep_rejects)
         if len(alive_idx) < n:
             dead_idx = np.flatnonzero(~alive)
             combined = pa.concat_tables([out, table.take(dead_idx)], promote_options="default")
@@ -389,8 +389,8 @@ def build_plan(cfg: PipelineConfig, out_dir: str, stats_actor: Any, files: list[
                              compression=cfg.output.compression, added=cfg.output.added, checkpoints=ck)
             ds = op.apply(ds, ctx)
             if step.op.marks_rows:
-                ds = ds.map_batches(tombstone_new, fn_args=(step.label,), batch_format="pyarrow", batch_size=None,
-                                    zero_copy_batch=True)
+                ds = ds.map_batches(tombstone_new, fn_args=(step.label, step.keep_rejects), batch_format="pyarrow",
+                                    batch_size=None, zero_copy_batch=True)
             if i == dataset_steps[-1] and parts_done:
                 ds = ds.map_batches(_DropDone(frozenset(parts_done), keys, per_part), batch_format="pyarrow",
                                     batch_size=None, zero_copy_batch=True)

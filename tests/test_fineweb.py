@@ -233,7 +233,7 @@ def test_url_lists_read_as_datatrove_reads_them():
     hashing each entry alone, and no two bundled domains collide."""
     import io
 
-    from scorers.fineweb.url import bundled, domain_hash, list_spans
+    from scorers.fineweb.url import bundled, domain_hash, hash_one, list_spans
 
     raw = b"#comment\n a.com \r\n\nb.org\n #not a comment\n\tc.net\t\nlast.example"
     data, starts, lengths = list_spans(raw)
@@ -243,6 +243,7 @@ def test_url_lists_read_as_datatrove_reads_them():
     words = ["a" * n for n in range(20)] + ["é.com", "x" * 300]
     assert list(domain_hash(words)) == sorted({int(domain_hash([w])[0]) for w in words})
     assert len(domain_hash(words)) == len(words)
+    assert sorted(hash_one(w) for w in words) == [int(h) for h in domain_hash(words)]
     hashes = bundled()[0]
     assert len(hashes) == 4_558_940 and bool((hashes[1:] > hashes[:-1]).all())
 
