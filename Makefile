@@ -35,7 +35,7 @@ browser:
 	  else echo "make browser: install Debian's chromium as root: apt-get install chromium" >&2; exit 1; fi; }
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/e2e.py
