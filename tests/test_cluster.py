@@ -166,7 +166,7 @@ def test_bad_input_fails_with_one_line(cluster, project):
 def test_config_error_is_reported_before_submission(cluster, project):
     (project / "typo.yaml").write_text((project / "pipeline.yaml").read_text().replace("timeout_s:", "timeout:"))
     sub = curate("submit", "typo.yaml", "--address", cluster.address, cwd=project, env=auth(cluster))
-    assert sub.returncode == 2 and "steps[0]" in sub.stderr and "job:" not in sub.stdout
+    assert sub.returncode == 2 and "steps[3].timeout" in sub.stderr and "job:" not in sub.stdout
 
 
 def test_nothing_listening_is_a_clear_error_fast(project):
