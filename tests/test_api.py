@@ -25,9 +25,9 @@ ADDED = "2026-01-01T00:00:00Z"
 
 
 def _hashes(root: Path) -> dict[str, str]:
+    subs = ("documents", "attributes", "stats/docs", "_parts", "tokens")
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for sub in ("documents", "attributes", "stats/docs", "_parts", "tokens") for p in sorted((root / sub).rglob("*"))
-            if p.is_file()}
+            for sub in subs for p in sorted((root / sub).rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
