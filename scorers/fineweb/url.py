@@ -17,10 +17,10 @@ The lists are datatrove 0.10.1's (their provenance is recorded in this folder's 
 ``datatrove`` wheel, which `make install` installs without dependencies for its data only (curate never imports
 it), as it does with the wheels that carry models. Word lists are normalised as datatrove does (lower-case, letters
 and digits only; lines starting with ``#`` are comments). The 4.6 million domains are kept as sorted 64-bit hashes
-(`domain_hash`) in a file built once per machine (about 2 s) under ``$CURATE_CACHE/url_filter/`` and memory-mapped
+(`domain_hash`) in a file built once per machine (about 3 s) under ``$CURATE_CACHE/url_filter/`` and memory-mapped
 by every worker: loading takes milliseconds instead of the seconds and hundreds of MB a set of strings costs per
-process. Two different domains share a hash with probability about 1e-12 per lookup. ``extra_*`` lists add to the bundled ones
-(``use_bundled_lists: false``: only them).
+process. Two different domains share a hash with probability about 1e-12 per lookup. ``extra_*`` lists add to the
+bundled ones (``use_bundled_lists: false``: only them).
 """
 
 from __future__ import annotations
