@@ -38,7 +38,10 @@ def _table(u: np.ndarray, v: np.ndarray) -> pa.Table:
 
 
 def _group_min(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sort by u; return sorted u, v, and per-row the min of v over the row's u-group."""
+    """Sort by u; return sorted u, v, and per-row the min of v over the row's u-group. (An empty piece is
+    common: a partition of the shuffle that got no edge.)"""
+    if not len(u):
+        return u, v, v.copy()
     order = np.lexsort((v, u))
     u, v = u[order], v[order]
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
@@ -62,6 +65,8 @@ def _small_star(block: pa.Table) -> pa.Table:
     u, v, m = _group_min(u, v)
     m = np.minimum(m, u)
     # every neighbour (all v <= u here) and u itself link to m
+    if not len(u):
+        return _table(u, m)
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
     out_u = np.concatenate([v, u[starts]])
     out_m = np.concatenate([m, m[starts]])
