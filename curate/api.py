@@ -179,13 +179,27 @@ class Run:
         if n is not None:
             df = df.groupby("reason", sort=True, group_keys=False).head(n)
         df = df.reset_index(drop=True)
-        if text:
-            found = []
-            for doc_id, st in zip(df["id"], df["step"]):
-                rej = self._reader.rejected_text(doc_id, st) if isinstance(st, str) else None
-                found.append(rej.get("text") if rej else None)
-            df["text"] = pd.Series(found, dtype="object")
+        if text:  # each step's rejects read once, not once per document
+            texts = {st: self._rejects(st) for st in set(df["step"]) if isinstance(st, str)}
+            df["text"] = pd.Series([texts.get(st, {}).get(doc_id) for doc_id, st in zip(df["id"], df["step"])],
+                                   dtype="object")
         return df
+
+    def _rejects(self, step: str) -> dict[str, str]:
+        """id -> text of the documents ``step`` dropped with their text kept (OUT/rejects/<step>/)."""
+        from curate.dashboard.run import _lines
+
+        root = f"{self._reader.path}/rejects/{step.replace('#', '_')}"
+        try:
+            files = sorted(p for p in self._reader.fs.find(root) if ".jsonl" in p.rsplit("/", 1)[-1])
+        except FileNotFoundError:
+            return {}
+        out: dict[str, str] = {}
+        for f in files:
+            for line in _lines(self._reader.fs, f):
+                d = json.loads(line)
+                out[d["id"]] = d.get("text")
+        return out
 
     def documents(self, format: Format = "pandas") -> Any:  # noqa: A002
         """The kept documents (OUT/documents/, Dolma JSON lines) in document-file order: a pandas DataFrame, an
