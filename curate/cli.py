@@ -195,7 +195,8 @@ def _add_stage_commands(sub: argparse._SubParsersAction) -> None:
         fn(where.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, stage sub-commands included (also what the CLI reference page is generated from)."""
     from curate import cluster
 
     parser = argparse.ArgumentParser(prog="curate", description="Data curation for LLM pretraining on Ray.")
@@ -247,7 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("operators", help="list operators and their parameters (JSON)")
     p.set_defaults(fn=_cmd_operators)
     _add_stage_commands(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from curate import cluster
+
+    args = build_parser().parse_args(argv)
     from curate.checkpoint import ResumeError
     from curate.config import ConfigError
     from curate.operator import PluginError
