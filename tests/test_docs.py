@@ -153,6 +153,7 @@ def test_a_browser_finds_search_reference_and_tutorial(site):
 
     from screenshots import serve, take
 
+    expect.set_options(timeout=30_000)  # a loaded 2-core machine: the search index loads in a web worker
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("Debian's chromium is not installed: `make browser` (run by `make test`) installs it")
