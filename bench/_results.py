@@ -3,11 +3,14 @@ from (docs/gen.py). A record says when, where and how it was measured, so a tabl
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +47,33 @@ def save(name: str, title: str, tables: list[dict[str, Any]], summary: str = "",
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return path
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams: Any):
+        self.streams = streams
+
+    def write(self, s: str) -> int:
+        for st in self.streams:
+            st.write(s)
+        return len(s)
+
+    def flush(self) -> None:
+        for st in self.streams:
+            st.flush()
+
+
+@contextmanager
+def recording(name: str, title: str, summary: str = "") -> Iterator[list[dict[str, Any]]]:
+    """Run a benchmark's main under this: what it prints is kept as the record's `output` (the tables as the bench
+    prints them), beside any structured tables it appends to the yielded list. Written only if main returns."""
+    buf = io.StringIO()
+    tables: list[dict[str, Any]] = []
+    real = sys.stdout
+    sys.stdout = _Tee(real, buf)  # type: ignore[assignment]
+    try:
+        yield tables
+    finally:
+        sys.stdout = real
+    path = save(name, title, tables, summary=summary, output=buf.getvalue())
+    print(f"results: {os.path.relpath(path)}")

@@ -541,4 +541,9 @@ def checkpoints_cost(corpus: Path, n_docs: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _results import recording
+
+    with recording("dedup", "MinHash dedup",
+                   "MinHash signatures and dedup quality and speed against datasketch and datatrove"):
+        rc = main()
+    raise SystemExit(rc)

@@ -277,4 +277,9 @@ def cluster_cost(tmp: Path, full: dict, cpus: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _results import recording
+
+    with recording("e2e", "End to end",
+                   "the whole default pipeline against a bare multiprocessing loop making the same calls"):
+        rc = main()
+    raise SystemExit(rc)

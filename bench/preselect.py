@@ -83,4 +83,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _results import recording
+
+    with recording("preselect", "PreSelect",
+                   "the preselect step against a bare fastText loop; loss computation speed for training"):
+        rc = main()
+    raise SystemExit(rc)

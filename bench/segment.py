@@ -247,4 +247,9 @@ def print_targets(table: se.Table, langs: list[str], rules: list[str], best_rule
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _results import recording
+
+    with recording("segment", "Sentence segmentation",
+                   "sentence boundary F1 per kind of text against rule splitters, and MB/s"):
+        rc = main()
+    raise SystemExit(rc)

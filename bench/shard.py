@@ -91,4 +91,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _results import recording
+
+    with recording("shard", "Sharding",
+                   "tokenize and shard against a bare tokenizer loop"):
+        rc = main()
+    raise SystemExit(rc)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-# exit codes scripts can rely on (README, "Run on a cluster")
+# exit codes scripts can rely on (docs/how-to/cluster.md, "Exit codes")
 # (2, a user error found on the laptop, is the CLI's code for ConfigError)
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_UNREACHABLE, EXIT_RUNNING = 0, 4, 5, 6, 7
 STATUS_EXIT = {"SUCCEEDED": EXIT_OK, "FAILED": EXIT_FAILED, "STOPPED": EXIT_STOPPED}
@@ -334,7 +334,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("jobs", help="list the cluster's jobs")
     address(p)
     p.set_defaults(fn=list_jobs)
-    for name, fn, text in (("status", status, "a job's status (exit code: see README)"),
+    for name, fn, text in (("status", status, "a job's status (exit code: 0 succeeded, 4 failed, 5 stopped, 6 unreachable, 7 still running)"),
                            ("logs", logs, "a job's logs"), ("stop", stop, "stop a job and wait until it stopped")):
         p = sub.add_parser(name, help=text)
         p.add_argument("job")

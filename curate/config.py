@@ -60,7 +60,7 @@ class InputSpec(_Strict):
     storage_options: dict[str, Any] = Field(
         {}, description="fsspec options of the input store (s3: endpoint_url, client_kwargs.region_name, anon, "
         "profile, requester_pays; gs: project, token: 'anon'). No secrets: credentials come from the standard env "
-        "vars, profiles or the node's identity (see README, Run on a cluster).")
+        "vars, profiles or the node's identity (docs/how-to/object-storage.md).")
     docs_per_block: int = Field(
         1000, gt=0, description="Records per block the reader yields, and per output part: part k of an input file "
         "holds what its records [k*n, (k+1)*n) became (documents, attributes, stats), however Ray merged or cut the "

@@ -197,6 +197,8 @@ def bench_pages() -> dict[str, str]:
                 f"| command | `{r['command']}` |\n" + (f"| recorded | {_cell(r['recorded'])} |\n" if r.get("recorded")
                                                        else "")]
         page += [_table(t) for t in r["tables"]]
+        if r.get("output"):
+            page.append("Output of the run:\n\n```\n" + r["output"].rstrip() + "\n```\n")
         if r.get("notes"):
             page.append(r["notes"].strip() + "\n")
         page.append(_notes(f"benchmarks/{name}.md"))

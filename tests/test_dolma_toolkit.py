@@ -226,7 +226,7 @@ def test_datasets_loads_documents_and_every_attribute_set(out, which, dolma, lat
     version, counts = run(venv, "python", "-c", LOAD, str(out), ",".join(SETS)).split(" ", 1)
     assert version.startswith("3.6" if which == "3.x" else "5.")
     counts = eval(counts)  # noqa: S307 (our own script's dict)
-    # the sets whose keys can be empty in a whole file (C4's line rules, PII) need the types said (README)
+    # the sets whose keys can be empty in a whole file (C4's line rules, PII) need the types said (docs/how-to/trainers.md)
     assert set(counts.pop("with_features", [])) <= {"c4", "pii"}
     assert set(counts.values()) == {len(docs_of(out))}
 

@@ -1,4 +1,5 @@
-"""The README's dashboard screenshots: the real page over real runs, in headless Chromium (Debian's, via Playwright).
+"""The dashboard's screenshots (docs/concepts/dashboard.md): the real page over real runs, in headless Chromium
+(Debian's, via Playwright).
 
     python docs/dashboard/screenshots.py OUT OUT2 [--search TEXT]
 
