@@ -12,7 +12,13 @@ nothing else, tokenizer loaded before timing:
 Both use 2 workers like the step; reading the input is excluded from all (curate's `materialize_input` stage is
 reported apart).
 
-    python bench/shard.py [--docs 100000] [--tokenizer tiktoken:cl100k_base]
+Then the trainers' formats (`shard.formats`): the same step once per format, each alone (dolma's layout, megatron,
+mds, litdata, hf_parquet), the step's own seconds (its stages after `materialize_input`) and tokens/s, each as a
+ratio to the dolma layout's; and datatrove 0.10.1's Megatron tokenizer step (`MegatronDocumentTokenizer`, HF
+tokenizers with the tokenizer.json curate writes, so the same ids) over the same files with the same 2 workers,
+against `curate run` of `shard` with `formats: [megatron]`, whole commands (reading included on both sides).
+
+    python bench/shard.py [--docs 100000] [--tokenizer tiktoken:cl100k_base] [--no-formats]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--tokenizer", default="tiktoken:cl100k_base")
+    ap.add_argument("--no-formats", action="store_true", help="skip the per-format and datatrove measurements")
     a = ap.parse_args()
     corpus = build_corpus(a.docs)
     texts = [d["text"] for d in load_docs(corpus)]
@@ -87,7 +95,53 @@ def main() -> None:
     print("shard stages (wall s): " + ", ".join(f"{k}={v:.1f}" for k, v in step["stages"].items()))
     print(f"shards: {manifest['totals']['shards']}, sizes: {[s['tokens'] for s in manifest['shards']]}; "
           f"whole command {m['wall_s']:.1f} s, peak tree RSS {m['tree_mb']:.0f} MB")
+    if not a.no_formats:
+        formats(corpus, a.tokenizer, tmp, tmp / "out" / "tokens" / "tokenizer.json",
+                manifest["eos_token"], manifest["totals"]["tokens"])
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _shard_run(corpus: Path, tokenizer: str, tmp: Path, fmts: list[str]) -> tuple[float, float, dict]:
+    """`curate run` of shard alone with these formats: (the step's own seconds, the whole command's, stats)."""
+    name = "-".join(fmts)
+    cfg = {"input": {"paths": [str(corpus)], "format": "jsonl", "source": "bench"}, "ray": {"num_cpus": 2},
+           "steps": [{"name": "shard", "tokenizer": tokenizer, "tokens_per_shard": 10_000_000,
+                      "max_doc_tokens": 2048, "writers": 4, "formats": fmts}]}
+    (tmp / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp / f"out-{name}"
+    m = measure([sys.executable, "-m", "curate.cli", "run", str(tmp / f"{name}.yaml"), "-o", str(out), "-q"])
+    stats = json.loads((out / "stats.json").read_text())
+    step = next(s for s in stats["steps"] if s["step"] == "shard")
+    own = sum(v for k, v in step["stages"].items() if k != "materialize_input")
+    shutil.rmtree(out, ignore_errors=True)
+    return own, m["wall_s"], step["stages"]
+
+
+def formats(corpus: Path, tokenizer: str, tmp: Path, tokenizer_json: Path, eos: str, tokens: int) -> None:
+    from parity import datatrove_python
+
+    print(f"\nformats: the shard step with each format alone ({tokens:,} tokens)")
+    print(f"{'format':<14}{'step s':>9}{'write s':>9}{'tokens/s':>12}{'vs dolma':>10}")
+    base = None
+    for f in ("dolma", "megatron", "mds", "litdata", "hf_parquet"):
+        own, _, stages = _shard_run(corpus, tokenizer, tmp, [f])
+        base = base or own
+        print(f"{f:<14}{own:>9.1f}{stages.get('write_shards', 0):>9.1f}{tokens / own:>12,.0f}{own / base:>9.2f}x")
+    own, curate_wall, _ = _shard_run(corpus, tokenizer, tmp, ["megatron"])
+    shutil.copy(tokenizer_json, tmp / "tokenizer.json")
+    r = subprocess.run([str(datatrove_python()), str(REPO / "bench" / "shard_datatrove.py"), str(corpus),
+                        str(tmp / "dt"), str(tmp / "tokenizer.json"), eos, "2"],
+                       capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        print(f"datatrove failed: {r.stderr[-2000:]}")
+        return
+    dt = json.loads(r.stdout.strip().splitlines()[-1])
+    print(f"\nMegatron .bin/.idx, whole commands, 2 workers each:\n"
+          f"  datatrove MegatronDocumentTokenizer  {dt['wall_s']:>7.1f} s  {dt['tokens']:>12,} tokens  "
+          f"{dt['tokens'] / dt['wall_s']:>10,.0f} tokens/s\n"
+          f"  curate shard formats: [megatron]     {curate_wall:>7.1f} s  {tokens:>12,} tokens  "
+          f"{tokens / curate_wall:>10,.0f} tokens/s\n"
+          f"  curate / datatrove (tokens/s): {(tokens / curate_wall) / (dt['tokens'] / dt['wall_s']):.2f}x")
 
 
 if __name__ == "__main__":

@@ -40,3 +40,28 @@ def _cmd_tokstats(args: argparse.Namespace) -> int:
             print(f"{spec:<{w}}{lang:<6}{m['documents']:>6}{m['tokens']:>10}{m['fertility'] or 0:>10.3f}"
                   f"{m['chars_per_token'] or 0:>10.3f}{m['unique_tokens']:>8}{m['whole_word_share'] or 0:>12.3f}")
     return 0
+
+
+def export(p: argparse.ArgumentParser) -> None:
+    """write a finished run's tokens in other trainers' formats, without running the pipeline again"""
+    from operators.shard.formats import FORMATS
+
+    p.add_argument("output", metavar="OUT", help="a finished run with `shard` (local path or s3://, gs:// URL)")
+    p.add_argument("--format", action="append", required=True, choices=[f for f in FORMATS if f != "dolma"],
+                   dest="formats", help="a format to write; repeat for several")
+    p.add_argument("--to", help="where to write them (default: OUT itself, beside the run's own files)")
+    p.set_defaults(fn=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Read the run's dolma token parts, documents and per-document stats; write the formats' files (the same
+    bytes `shard` writes for them during a run) and their manifest entry."""
+    from operators.shard.exporter import ExportError, export_run
+
+    try:
+        written = export_run(args.output, args.formats, args.to)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(written)} files written under {args.to or args.output}: " + ", ".join(args.formats))
+    return 0

@@ -39,17 +39,18 @@ import re
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate import schema, storage
 from curate.operator import DatasetOperator, Params, RunContext, arrow_blocks
 from operators.shard.tokenizers import Tokenizer, load as load_tokenizer
+from operators.shard import formats as fmt
 from operators.shard.export import tokenizer_json
 from operators.shard.tokens import TokStats, encode_part, token_dtype
 from curate.writer import DolmaWriter, atomic_write, compress
@@ -65,7 +66,12 @@ class ShardParams(Params):
                                        "many tokens, BOS/EOS included (what a trainer's sequence holds).")
     spans_attribute: str | None = Field(None, description="Span attribute with sentence boundaries to split at "
                                         "(e.g. segment__sentences__spans); default: line breaks, then spaces.")
-    write_tokens: bool = Field(True, description="Also write the tokenized output (dolma tokens layout).")
+    write_tokens: bool = Field(True, description="Also write tokenized output (in `formats`).")
+    formats: list[Literal["dolma", "megatron", "mds", "litdata", "hf_parquet"]] = Field(
+        ["dolma"], min_length=1, description="Token file formats, the same ids and documents in each: dolma "
+        "(tokens/, `dolma tokens` layout, OLMo-core), megatron (.bin/.idx, Megatron-LM/NeMo), mds (MosaicML "
+        "streaming, LLM Foundry), litdata (LitGPT), hf_parquet (Hugging Face datasets). `curate export` writes "
+        "more from a finished run.")
     bos: bool = Field(False, description="Prepend the tokenizer's BOS token to each document (tokenized output).")
     eos: bool = Field(True, description="Append the tokenizer's EOS token to each document (tokenized output).")
     bos_token_id: int | None = Field(None, ge=0, description="BOS id; default: the tokenizer's/model's own config.")
@@ -76,6 +82,14 @@ class ShardParams(Params):
     writers: int = Field(8, ge=1, description="Writer tasks; each writes a run of consecutive shards.")
     metrics_docs: int = Field(2000, ge=0, description="About this many documents, chosen by id hash, are "
                               "split into words for fertility and the whole-word share (all, in a smaller corpus).")
+
+    @model_validator(mode="after")
+    def _formats(self) -> "ShardParams":
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats: each format once: {self.formats}")
+        if not self.write_tokens and self.formats != ["dolma"]:
+            raise ValueError("formats: no token files are written with write_tokens: false")
+        return self
 
 
 def id_hash(piece_id: str) -> int:
@@ -188,7 +202,9 @@ class _Tokenize:
                "tokens": pa.array(lengths[order]),
                "chars": pa.array(pc.utf8_length(pieces.column("text")).to_numpy().astype(np.int64)[order]),
                "lang": pa.array(reorder([x or "und" for x in langs]), pa.string()),
-               "doc": pa.array(reorder(self.writer.document_lines(pieces)), pa.binary())}
+               "doc": pa.array(reorder(self.writer.document_lines(pieces)), pa.binary()),
+               "source": pa.array(reorder(pieces.column("source").to_pylist()), pa.string()),
+               "file": pa.array(reorder(pieces.column(schema.FILE).to_pylist()), pa.string())}
         attr_cols = [c for c in pieces.column_names if schema.is_attribute(c)]
         for aset, lines in self.writer.attribute_lines(pieces, attr_cols).items():
             out[f"attr:{aset}"] = pa.array(reorder(lines), pa.binary())
@@ -349,7 +365,7 @@ def _first_keys(runs: list[str], lo: Key | None, hi: Key | None, offset: int, pe
 
 
 def _write_shards(runs: list[str], shards: list[tuple[int, Key, Key | None]], p: ShardParams, out_dir: str,
-                  source: str, codec: str) -> list[dict[str, Any]]:
+                  source: str, codec: str, vocab_size: int) -> list[dict[str, Any]]:
     """Write task: consecutive shards (number, first key, next shard's first key), each a merge of its slices.
 
     The merged order is applied column by column to what the files need (lines joined in order, token ids
@@ -366,29 +382,30 @@ def _write_shards(runs: list[str], shards: list[tuple[int, Key, Key | None]], p:
         docs_rel = f"documents/{source}/{name}{ext}"
         tokens = None
         if p.write_tokens:  # token files in a second thread: numpy, zlib and file writes release the GIL
-            doc_ids = [x for t in slices for x in t.column("id").to_pylist()]
-            tokens = pool.submit(_write_token_part, slices, order, [doc_ids[i] for i in order],
-                                 f"{out_dir}/tokens", n, docs_rel)
+            tokens = pool.submit(_write_token_part, slices, order, p, vocab_size, out_dir, n, docs_rel)
         files = []
         for c in [c for c in slices[0].column_names if c == "doc" or c.startswith("attr:")]:
             lines = [x for t in slices for x in t.column(c).to_pylist()]
             rel = docs_rel if c == "doc" else f"attributes/{c[5:]}/{source}/{name}{ext}"
             atomic_write(f"{out_dir}/{rel}", compress(b"".join([lines[i] for i in order]), codec, threads=2))
             files.append(rel)
-        files += tokens.result() if tokens else []
+        token_files, index = tokens.result() if tokens else ([], {})
+        files += token_files
         langs = Counter(x for t in slices for x in t.column("lang").to_pylist())
         text_tokens = sum(int(pc.sum(t.column("tokens")).as_py()) for t in slices)
         rows.append({"shard": n, "files": files, "documents": len(order),
                      "characters": sum(int(pc.sum(t.column("chars")).as_py()) for t in slices),
                      "tokens": text_tokens + _n_specials(p) * len(order), "text_tokens": text_tokens,
-                     "languages": dict(sorted(langs.items()))})
+                     "languages": dict(sorted(langs.items())), "index": index})
     pool.shutdown()
     return rows
 
 
-def _write_token_part(slices: list[pa.Table], order: np.ndarray, doc_ids: list[str], tokens_dir: str, n: int,
-                      src: str) -> list[str]:
-    """``part-<n>-00000.npy`` (raw ids, no header) and its ``start,end,id,src,loc`` csv.gz index."""
+def _write_token_part(slices: list[pa.Table], order: np.ndarray, p: ShardParams, vocab_size: int, out_dir: str,
+                      n: int, src: str) -> tuple[list[str], dict[str, Any]]:
+    """One shard's token files in every requested format (dolma: ``tokens/part-<n>-00000.npy`` and its
+    ``start,end,id,src,loc`` csv.gz index) and its provenance sidecar; returns the files and the shard's entries
+    for the indexed formats' index files."""
     values, starts, lengths = [], [], []
     for t in slices:
         col = t.column("ids").combine_chunks()  # a slice: its offsets point into the run's whole child array
@@ -399,10 +416,21 @@ def _write_token_part(slices: list[pa.Table], order: np.ndarray, doc_ids: list[s
     flat = np.concatenate(values)
     starts_o, lengths_o = np.concatenate(starts)[order], np.concatenate(lengths)[order]
     pieces = [flat[a:a + k] for a, k in zip(starts_o.tolist(), lengths_o.tolist())]
-    data, index = encode_part(np.concatenate(pieces), np.r_[0, np.cumsum(lengths_o)], doc_ids, src)
-    atomic_write(f"{tokens_dir}/part-{n:05d}-00000.npy", data)
-    atomic_write(f"{tokens_dir}/part-{n:05d}-00000.csv.gz", index)
-    return [f"tokens/part-{n:05d}-00000.npy", f"tokens/part-{n:05d}-00000.csv.gz"]
+    column = lambda c: [x for t in slices for x in t.column(c).to_pylist()]  # noqa: E731
+    ids, sources, files = ([xs[i] for i in order] for xs in (column("id"), column("source"), column("file")))
+    st = fmt.ShardTokens(n=n, ids=ids, sources=sources, files=files, tokens=np.concatenate(pieces),
+                         offsets=np.r_[0, np.cumsum(lengths_o)].astype(np.int64), vocab_size=vocab_size)
+    written = []
+    if "dolma" in p.formats:
+        data, index = encode_part(st.tokens, st.offsets, ids, src)
+        atomic_write(f"{out_dir}/tokens/part-{n:05d}-00000.npy", data)
+        atomic_write(f"{out_dir}/tokens/part-{n:05d}-00000.csv.gz", index)
+        written += [f"tokens/part-{n:05d}-00000.npy", f"tokens/part-{n:05d}-00000.csv.gz"]
+    out, index_entries = fmt.write_shard(st, [f for f in p.formats if f != "dolma"])
+    for rel, data in out.items():
+        atomic_write(f"{out_dir}/{rel}", data)
+        written.append(rel)
+    return written, index_entries
 
 
 class Shard(DatasetOperator):
@@ -481,7 +509,8 @@ class Shard(DatasetOperator):
             if done is not None:
                 manifest_rows += done
                 continue
-            pending[write.remote(runs, [plan[i] for i in g], p, ctx.out_dir, ctx.source, ctx.compression)] = stage
+            pending[write.remote(runs, [plan[i] for i in g], p, ctx.out_dir, ctx.source, ctx.compression,
+                                 tok.vocab_size)] = stage
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -489,8 +518,12 @@ class Shard(DatasetOperator):
                 self.stage_mark(ctx, pending.pop(ref), rows)
                 manifest_rows += rows
         timer.done("write_shards", int(hist_tokens.sum()))
+        manifest_rows.sort(key=lambda r: r["shard"])
+        index = [r.pop("index", {}) for r in manifest_rows]
         if p.write_tokens:
             atomic_write(f"{ctx.out_dir}/tokens/tokenizer.json", tokenizer_json(tok))
+            for rel, data in fmt.index_files(p.formats, index, tok.vocab_size).items():
+                atomic_write(f"{ctx.out_dir}/{rel}", data)
         info = self._manifest(manifest_rows, stats, tok, ctx)
         timer.info(info)
         return ds
@@ -531,6 +564,8 @@ class Shard(DatasetOperator):
                     "tokens_counted": "tokens: every id in the token files (BOS/EOS included); text_tokens: the "
                                       "documents' own tokens (what tokens_per_shard balances)",
                     "token_dtype": np.dtype(token_dtype(tok.vocab_size)).name,
+                    "formats": fmt.manifest_entry(p.formats if p.write_tokens else [], shards, tok.vocab_size,
+                                                  totals),
                     "shards": shards, "totals": {**totals, "shards": len(shards)},
                     "tokenizer_metrics": stats.report()}
         text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
