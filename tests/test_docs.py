@@ -168,7 +168,8 @@ def test_a_browser_finds_search_reference_and_tutorial(site):
         box = page.locator("input.md-search__input")
         expect(box).to_be_visible()
         box.fill("minhash")
-        expect(page.locator(".md-search-result__item").first).to_be_visible(timeout=15000)
+        # the index (every page's text) is built in a web worker: a minute and more on a busy 2-core machine
+        expect(page.locator(".md-search-result__item").first).to_be_visible(timeout=180_000)
         page.goto(url + "reference/operators/minhash_dedup/")
         expect(page.locator("h1").first).to_contain_text("minhash_dedup")
         expect(page.locator("table code", has_text="bands").first).to_be_visible()
