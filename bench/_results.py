@@ -49,6 +49,15 @@ def save(name: str, title: str, tables: list[dict[str, Any]], summary: str = "",
     return path
 
 
+_ACTIVE: list[list[dict[str, Any]]] = []  # the tables of the recording in progress
+
+
+def add_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A structured table for the record being written (`recording`); nothing without one."""
+    if _ACTIVE:
+        _ACTIVE[-1].append({"title": title, "columns": columns, "rows": rows})
+
+
 class _Tee(io.TextIOBase):
     def __init__(self, *streams: Any):
         self.streams = streams
@@ -71,9 +80,11 @@ def recording(name: str, title: str, summary: str = "") -> Iterator[list[dict[st
     tables: list[dict[str, Any]] = []
     real = sys.stdout
     sys.stdout = _Tee(real, buf)  # type: ignore[assignment]
+    _ACTIVE.append(tables)
     try:
         yield tables
     finally:
         sys.stdout = real
+        _ACTIVE.pop()
     path = save(name, title, tables, summary=summary, output=buf.getvalue())
     print(f"results: {os.path.relpath(path)}")

@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 from _measure import measure  # noqa: E402
+from _results import add_table  # noqa: E402
 from dedup import build_corpus, load_docs  # noqa: E402
 
 
@@ -92,6 +93,14 @@ def main() -> None:
     print(f"{'curate shard step':<44}{shard_s:>9.1f}{tokens:>12}{rate:>12.0f}")
     print(f"\nratio curate / tokenizer batch encode: {rate / (batch_tokens / batch_s):.2f}x  (target >= 0.8x)")
     print(f"ratio curate / fastest bare path:      {rate / (arrays_tokens / arrays_s):.2f}x")
+    add_table(f"The shard step against bare Pool(2) encode loops ({a.tokenizer}, {len(texts):,} documents, "
+              f"{mb:.0f} MB; the step's own seconds, reading excluded)",
+              ["", "seconds", "tokens", "tokens/s", "curate vs this"],
+              [["bare tokenizer batch encode", f"{batch_s:.1f}", f"{batch_tokens:,}", f"{batch_tokens / batch_s:,.0f}",
+                f"{rate / (batch_tokens / batch_s):.2f}x"],
+               ["bare encode_arrays (fastest path)", f"{arrays_s:.1f}", f"{arrays_tokens:,}",
+                f"{arrays_tokens / arrays_s:,.0f}", f"{rate / (arrays_tokens / arrays_s):.2f}x"],
+               ["curate shard step", f"{shard_s:.1f}", f"{tokens:,}", f"{rate:,.0f}", ""]])
     print("shard stages (wall s): " + ", ".join(f"{k}={v:.1f}" for k, v in step["stages"].items()))
     print(f"shards: {manifest['totals']['shards']}, sizes: {[s['tokens'] for s in manifest['shards']]}; "
           f"whole command {m['wall_s']:.1f} s, peak tree RSS {m['tree_mb']:.0f} MB")
@@ -122,11 +131,16 @@ def formats(corpus: Path, tokenizer: str, tmp: Path, tokenizer_json: Path, eos: 
 
     print(f"\nformats: the shard step with each format alone ({tokens:,} tokens)")
     print(f"{'format':<14}{'step s':>9}{'write s':>9}{'tokens/s':>12}{'vs dolma':>10}")
-    base = None
+    base, rows = None, []
     for f in ("dolma", "megatron", "mds", "litdata", "hf_parquet"):
         own, _, stages = _shard_run(corpus, tokenizer, tmp, [f])
         base = base or own
         print(f"{f:<14}{own:>9.1f}{stages.get('write_shards', 0):>9.1f}{tokens / own:>12,.0f}{own / base:>9.2f}x")
+        rows.append([f, f"{own:.1f}", f"{stages.get('write_shards', 0):.1f}", f"{tokens / own:,.0f}",
+                     f"{own / base:.2f}x"])
+    add_table(f"Each format alone: the shard step's own seconds (tokenize, assign, write) over {tokens:,} tokens; "
+              "target <= 1.2x the dolma layout's", ["format", "step s", "of it writing s", "tokens/s", "vs dolma"],
+              rows)
     own, curate_wall, _ = _shard_run(corpus, tokenizer, tmp, ["megatron"])
     shutil.copy(tokenizer_json, tmp / "tokenizer.json")
     r = subprocess.run([str(datatrove_python()), str(REPO / "bench" / "shard_datatrove.py"), str(corpus),
@@ -142,6 +156,13 @@ def formats(corpus: Path, tokenizer: str, tmp: Path, tokenizer_json: Path, eos: 
           f"  curate shard formats: [megatron]     {curate_wall:>7.1f} s  {tokens:>12,} tokens  "
           f"{tokens / curate_wall:>10,.0f} tokens/s\n"
           f"  curate / datatrove (tokens/s): {(tokens / curate_wall) / (dt['tokens'] / dt['wall_s']):.2f}x")
+    add_table("Megatron .bin/.idx from the same jsonl.zst files, whole commands (reading included), 2 workers each; "
+              "datatrove 0.10.1's MegatronDocumentTokenizer uses HF tokenizers with the tokenizer.json curate wrote "
+              "(the same ids)", ["", "seconds", "tokens", "tokens/s"],
+              [["datatrove MegatronDocumentTokenizer", f"{dt['wall_s']:.1f}", f"{dt['tokens']:,}",
+                f"{dt['tokens'] / dt['wall_s']:,.0f}"],
+               ["curate shard, formats: [megatron]", f"{curate_wall:.1f}", f"{tokens:,}",
+                f"{tokens / curate_wall:,.0f}"]])
 
 
 if __name__ == "__main__":
