@@ -334,7 +334,8 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("jobs", help="list the cluster's jobs")
     address(p)
     p.set_defaults(fn=list_jobs)
-    for name, fn, text in (("status", status, "a job's status (exit code: 0 succeeded, 4 failed, 5 stopped, 6 unreachable, 7 still running)"),
+    status_help = "a job's status (exit code: 0 succeeded, 4 failed, 5 stopped, 6 unreachable, 7 still running)"
+    for name, fn, text in (("status", status, status_help),
                            ("logs", logs, "a job's logs"), ("stop", stop, "stop a job and wait until it stopped")):
         p = sub.add_parser(name, help=text)
         p.add_argument("job")

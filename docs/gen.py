@@ -61,7 +61,8 @@ def _cell(text: str) -> str:
 def _fields_table(model: Any, first: str = "key") -> str:
     rows = [f"| {first} | type | default | meaning |", "|---|---|---|---|"]
     for name, f in model.model_fields.items():
-        rows.append(f"| `{name}` | {_cell(_type(f.annotation))} | {_cell(_default(f))} | {_cell(f.description or '')} |")
+        cells = (_type(f.annotation), _default(f), f.description or "")
+        rows.append(f"| `{name}` | " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -74,14 +75,12 @@ def _notes(rel: str) -> str:
 
 
 def _walk(parser: argparse.ArgumentParser, prog: str, out: list[str], depth: int) -> None:
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    """A section per command (depth-first, sub-commands under their group): usage and an argument table."""
     if depth:
         out.append(f"{'#' * min(depth + 1, 4)} `{prog}`\n")
-        helps = {c.dest: c.help for s in subs for c in s._choices_actions}
         if parser.description:
             out.append(parser.description.strip() + "\n")
-        usage = parser.format_usage().replace("usage: ", "").strip()
-        out.append("```\n" + usage + "\n```\n")
+        out.append("```\n" + parser.format_usage().replace("usage: ", "").strip() + "\n```\n")
         rows = []
         for a in parser._actions:
             if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
@@ -91,12 +90,8 @@ def _walk(parser: argparse.ArgumentParser, prog: str, out: list[str], depth: int
             rows.append(f"| {name} | {_cell(a.help or '')} | {default} |")
         if rows:
             out.append("| argument | meaning | default |\n|---|---|---|\n" + "\n".join(rows) + "\n")
-        del helps
-    for s in subs:
-        helps = {c.dest: c.help for c in s._choices_actions}
+    for s in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
         for name, child in s.choices.items():
-            if depth == 0:
-                out.append(f"<!-- {name}: {helps.get(name) or ''} -->\n")
             _walk(child, f"{prog} {name}", out, depth + 1)
 
 
@@ -111,7 +106,6 @@ def cli_page() -> str:
     out.append("| command | what it does |\n|---|---|\n" + "\n".join(
         f"| [`curate {c.dest}`](#curate-{c.dest}) | {_cell(c.help or '')} |" for c in subs._choices_actions) + "\n")
     _walk(parser, "curate", out, 0)
-    out = [x for x in out if not x.startswith("<!--") or x is GENERATED]
     return "\n".join(out) + _notes("cli.md")
 
 
@@ -198,7 +192,7 @@ def bench_pages() -> dict[str, str]:
                                                        else "")]
         page += [_table(t) for t in r["tables"]]
         if r.get("output"):
-            page.append("Output of the run:\n\n```\n" + r["output"].rstrip() + "\n```\n")
+            page.append("Output of the run:\n\n```text\n" + r["output"].rstrip() + "\n```\n")
         if r.get("notes"):
             page.append(r["notes"].strip() + "\n")
         page.append(_notes(f"benchmarks/{name}.md"))
