@@ -167,9 +167,10 @@ def test_a_browser_finds_search_reference_and_tutorial(site):
         page.locator("label.md-search__icon, .md-search__input").first.click()
         box = page.locator("input.md-search__input")
         expect(box).to_be_visible()
-        box.fill("minhash")
-        # the index (every page's text) is built in a web worker: a minute and more on a busy 2-core machine
-        expect(page.locator(".md-search-result__item").first).to_be_visible(timeout=180_000)
+        # the index (every page's text) is built in a web worker; typed before it is ready, a query is lost
+        expect(page.locator(".md-search-result__meta")).to_contain_text("Type to start", timeout=180_000)
+        box.press_sequentially("minhash", delay=50)
+        expect(page.locator(".md-search-result__item").first).to_be_visible()
         page.goto(url + "reference/operators/minhash_dedup/")
         expect(page.locator("h1").first).to_contain_text("minhash_dedup")
         expect(page.locator("table code", has_text="bands").first).to_be_visible()
