@@ -147,7 +147,8 @@ def test_dockerfile_copies_what_exists_and_installs_the_make_set():
         assert any(f"extractors/{lst.stem} -r infra/extractors/{lst.name}" in r for r in runs), lst.name
     extras = set(re.search(r'"\.\[([\w,]+)\]"', next(r for r in runs if '".[' in r)).group(1).split(","))
     make_extras = set(re.search(r'-e "\.\[([\w,]+)\]"', makefile).group(1).split(","))
-    assert extras == make_extras - {"test", "eval", "notebook"}  # not in the image: tests, benchmarks, notebooks
+    # not in the image: tests, benchmarks, notebooks, the docs site
+    assert extras == make_extras - {"test", "eval", "notebook", "docs"}
     packages = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     assert {p.rstrip("*") for p in packages} <= {c.rstrip("/") for c in copies}
 
