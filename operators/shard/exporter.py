@@ -7,9 +7,6 @@ document's source and input file) comes from the documents files and the per-doc
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import json
 from typing import Any
 
@@ -19,6 +16,7 @@ import pyarrow.parquet as pq
 from curate import storage
 from curate.writer import atomic_write, read_jsonl
 from operators.shard import formats as fmt
+from operators.shard.tokens import parse_index, part_files
 
 
 class ExportError(ValueError):
@@ -44,14 +42,14 @@ def _files_by_id(out: str) -> dict[str, str]:
 def _shard(out: str, manifest: dict[str, Any], shard: dict[str, Any], files_by_id: dict[str, str]
            ) -> fmt.ShardTokens:
     n = shard["shard"]
-    npy = f"tokens/part-{n:05d}-00000.npy"
+    npy, index = part_files(n)
     if npy not in shard["files"]:
         raise ExportError(f"{out}: shard {n} has no dolma token files (the run's shard `formats` must include "
                           "dolma to export from it)")
     tokens = np.frombuffer(_read(f"{out}/{npy}"), dtype=manifest["token_dtype"])
-    rows = list(csv.reader(io.StringIO(gzip.decompress(_read(f"{out}/tokens/part-{n:05d}-00000.csv.gz")).decode())))
+    rows = parse_index(_read(f"{out}/{index}"))
     ids = [r[2] for r in rows]
-    offsets = np.array([0] + [int(r[1]) for r in rows], dtype=np.int64)
+    offsets = np.array([0] + [r[1] for r in rows], dtype=np.int64)
     docs_rel = rows[0][3] if rows else None
     sources, files = [], []
     if docs_rel:

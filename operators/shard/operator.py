@@ -52,7 +52,7 @@ from curate.operator import DatasetOperator, Params, RunContext, arrow_blocks
 from operators.shard.tokenizers import Tokenizer, load as load_tokenizer
 from operators.shard import formats as fmt
 from operators.shard.export import tokenizer_json
-from operators.shard.tokens import TokStats, encode_part, token_dtype
+from operators.shard.tokens import TokStats, encode_part, part_files, token_dtype
 from curate.writer import DolmaWriter, atomic_write, compress
 
 BIN_BITS = 10  # 1,024 equal-width bins of the 64-bit id hash: per-block histograms stay 16 KB
@@ -422,10 +422,9 @@ def _write_token_part(slices: list[pa.Table], order: np.ndarray, p: ShardParams,
                          offsets=np.r_[0, np.cumsum(lengths_o)].astype(np.int64), vocab_size=vocab_size)
     written = []
     if "dolma" in p.formats:
-        data, index = encode_part(st.tokens, st.offsets, ids, src)
-        atomic_write(f"{out_dir}/tokens/part-{n:05d}-00000.npy", data)
-        atomic_write(f"{out_dir}/tokens/part-{n:05d}-00000.csv.gz", index)
-        written += [f"tokens/part-{n:05d}-00000.npy", f"tokens/part-{n:05d}-00000.csv.gz"]
+        for rel, data in zip(part_files(n), encode_part(st.tokens, st.offsets, ids, src)):
+            atomic_write(f"{out_dir}/{rel}", data)
+            written.append(rel)
     out, index_entries = fmt.write_shard(st, [f for f in p.formats if f != "dolma"])
     for rel, data in out.items():
         atomic_write(f"{out_dir}/{rel}", data)

@@ -25,6 +25,17 @@ def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
     return np.uint16 if vocab_size <= 65536 else np.uint32
 
 
+def part_files(n: int) -> tuple[str, str]:
+    """Shard ``n``'s token file and index, relative to the output root."""
+    return f"tokens/part-{n:05d}-00000.npy", f"tokens/part-{n:05d}-00000.csv.gz"
+
+
+def parse_index(data: bytes) -> list[tuple[int, int, str, str, int]]:
+    """A part's ``start,end,id,src,loc`` rows from its csv.gz bytes."""
+    rows = csv.reader(io.StringIO(gzip.decompress(data).decode("utf-8")))
+    return [(int(a), int(b), did, src, int(loc)) for a, b, did, src, loc in rows]
+
+
 def encode_part(values: np.ndarray, offsets: np.ndarray, doc_ids: list[str], src: str) -> tuple[bytes, bytes]:
     """(token bytes, csv.gz bytes) of one part file from the ids as written (specials included, file dtype):
     ``values[offsets[i]:offsets[i+1]]`` is document i; lines are 1-based."""
@@ -38,11 +49,8 @@ def read_part(npy: str | Path, vocab_size: int) -> list[dict[str, Any]]:
     """Documents of one token part: [{id, src, loc, tokens (np.ndarray)}], via a memmap (no copy)."""
     npy = Path(npy)
     arr = np.memmap(npy, dtype=token_dtype(vocab_size), mode="r") if npy.stat().st_size else np.empty(0)
-    index = gzip.decompress(npy.with_suffix(".csv.gz").read_bytes()).decode("utf-8")
-    out = []
-    for start, end, did, src, loc in csv.reader(io.StringIO(index)):
-        out.append({"id": did, "src": src, "loc": int(loc), "tokens": arr[int(start):int(end)]})
-    return out
+    return [{"id": did, "src": src, "loc": loc, "tokens": arr[start:end]}
+            for start, end, did, src, loc in parse_index(npy.with_suffix(".csv.gz").read_bytes())]
 
 
 _COUNTS = ("docs", "chars", "tokens", "sampled", "sample_words", "sample_tokens", "whole")
