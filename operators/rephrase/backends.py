@@ -8,8 +8,9 @@
 * ``openai``: any OpenAI-compatible chat server (vLLM serve, llama.cpp server, SGLang) by base URL, with a
   thread pool bounded by ``concurrency``, retries with exponential backoff on 429/5xx/connection errors, and a
   per-request timeout.
-* ``vllm``: vLLM's offline engine in the actor (GPU clusters); fails at set-up with a clear message where vLLM or
-  a GPU is missing.
+* ``vllm``: vLLM's offline engine (vllm_engine.py) with the same guards: in the actor where vLLM is installed
+  (GPU clusters), else vLLM's CPU build (``make vllm-cpu``) in its own Python behind a pipe. Fails at set-up in
+  one line where neither is found, or where a step given a GPU finds vLLM's CPU build.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from curate.files import cache_dir
 from curate.models import bundled_model_dir, convert_gguf
+from operators.rephrase.guard import RowGuard
 
 DEFAULT_MODEL = "bundled:SmolLM2-135M-Instruct"
 
@@ -49,54 +51,26 @@ class Generation:
 
 
 class NgramGuard:
-    """A transformers LogitsProcessor with two n-gram bans per row, the decoding controls a small model needs on
-    web text (measured on the sample: without them 17 of 30 chunks ran to ``max_new_tokens``, most in loops such
-    as one list line repeated, and most of the rest copied the input):
-
-    * loop guard: no n-gram of ``loop_n`` tokens twice in the row's own output (transformers'
-      ``no_repeat_ngram_size`` also bans every n-gram of the prompt, i.e. every entity name in the input);
-    * copy guard: no run of ``copy_n`` tokens taken verbatim from the row's source text, so the model must leave
-      the input after ``copy_n - 1`` tokens (names and numbers are shorter and stay possible).
-
-    State grows by one n-gram per step per row; the end-of-sequence token is never banned."""
+    """A transformers LogitsProcessor that applies guard.RowGuard to each row of the batch (loop and copy n-gram
+    bans, stop at a sentence end past a length): the same rule the vLLM backend runs inside its engine."""
 
     def __init__(self, prompt_len: int, sources: list[list[int]] | None, loop_n: int, copy_n: int, eos: int,
                  stop_after: list[int] | None = None, enders: frozenset[int] = frozenset()):
-        self.prompt_len, self.loop_n, self.copy_n, self.eos = prompt_len, loop_n, copy_n, eos
-        self.copy = [self._table(s, copy_n) for s in sources] if sources and copy_n else None
-        self.seen: list[dict[tuple, set[int]]] | None = None
-        # done: past stop_after[r] new tokens, the first sentence end closes the row (a paraphrase is about as
-        # long as its input; a small model rambles on past the end of it instead of stopping)
-        self.stop_after, self.enders = stop_after, enders
-
-    @staticmethod
-    def _table(ids: list[int], n: int) -> dict[tuple, set[int]]:
-        t: dict[tuple, set[int]] = {}
-        for i in range(len(ids) - n + 1):
-            t.setdefault(tuple(ids[i:i + n - 1]), set()).add(ids[i + n - 1])
-        return t
+        self.prompt_len, self.eos = prompt_len, eos
+        self.make = lambda r: RowGuard(sources[r] if sources else None, loop_n, copy_n, eos,
+                                       stop_after[r] if stop_after else 0, enders)
+        self.rows: list[RowGuard] | None = None
 
     def __call__(self, input_ids, scores):
-        done = input_ids.shape[1] - self.prompt_len
-        if self.seen is None:
-            self.seen = [{} for _ in range(input_ids.shape[0])]
-        width = max(self.loop_n, self.copy_n)
-        tail = input_ids[:, -min(done, width):].tolist() if done else [[] for _ in range(input_ids.shape[0])]
-        for r, last in enumerate(tail):
-            banned: set[int] = set()
-            if self.loop_n and len(last) >= self.loop_n:  # record the newest n-gram, then ban its continuations
-                g = last[-self.loop_n:]
-                self.seen[r].setdefault(tuple(g[:-1]), set()).add(g[-1])
-            if self.loop_n and len(last) >= self.loop_n - 1:
-                banned |= self.seen[r].get(tuple(last[len(last) - self.loop_n + 1:]), set())
-            if self.copy and len(last) >= self.copy_n - 1:
-                banned |= self.copy[r].get(tuple(last[len(last) - self.copy_n + 1:]), set())
-            banned.discard(self.eos)
-            if banned:
-                scores[r, list(banned)] = float("-inf")
-            if self.stop_after and self.stop_after[r] and done >= self.stop_after[r] and last[-1] in self.enders:
+        if self.rows is None:
+            self.rows = [self.make(r) for r in range(input_ids.shape[0])]
+        for r, out in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            banned, stop = self.rows[r].step(out)
+            if stop:
                 scores[r, :] = float("-inf")
                 scores[r, self.eos] = 0.0
+            elif banned:
+                scores[r, list(banned)] = float("-inf")
         return scores
 
 
@@ -221,42 +195,154 @@ class OpenAIBackend:
             return list(pool.map(lambda a: self._one(a[0], a[1], temperature, top_p), zip(prompts, max_new_tokens)))
 
 
+# vLLM's CPU build in its own environment (`make vllm-cpu`): its pins (transformers 5.19, numpy 2.3, a 3.5 GB
+# tree) conflict with the project's, so the engine runs there behind a pipe (docs/how-to/gpu-steps.md)
+VLLM_CPU_PYTHON = Path(__file__).resolve().parents[2] / ".venvs" / "vllm-cpu" / "bin" / "python"
+ROOT = Path(__file__).resolve().parents[2]  # the folder holding `operators/`, on the engine's PYTHONPATH
+
+
+def vllm_python(explicit: str | None) -> str | None:
+    """The Python that runs vLLM for this worker: ``vllm_python`` when the step names one; None (this process)
+    where vLLM is installed here, as on a GPU image; else ``$CURATE_VLLM_PYTHON`` or the project's vllm-cpu
+    environment. Neither: one line that says how to get one."""
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise RuntimeError(f"rephrase backend `vllm`: vllm_python {explicit} is not an executable Python")
+        return explicit
+    if importlib.util.find_spec("vllm") is not None:
+        return None
+    env = os.environ.get("CURATE_VLLM_PYTHON")
+    if env:
+        return vllm_python(env)
+    if VLLM_CPU_PYTHON.exists():
+        return str(VLLM_CPU_PYTHON)
+    raise RuntimeError("rephrase backend `vllm` needs vLLM: install vllm on the GPU nodes (infra/Dockerfile's gpu "
+                       "target), or vLLM's CPU build with `make vllm-cpu`, or name its Python in vllm_python")
+
+
+def _die_with_parent() -> None:
+    """In the engine's child process: end when the worker that started it ends (kill -9 included)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class EngineProcess:
+    """vllm_engine.VLLMEngine in another Python (vLLM's own environment), one JSON line per call each way.
+    Its log goes to a file; an engine that fails or exits is raised with the log's last line."""
+
+    def __init__(self, python: str, args: dict[str, Any]):
+        import subprocess
+        import tempfile
+
+        self.python = python
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="curate-vllm-", suffix=".log", delete=False)
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([python, "-m", "operators.rephrase.vllm_engine"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, env=env, preexec_fn=_die_with_parent)
+        self.info = self.call("init", **args)
+
+    def call(self, op: str, **kw: Any) -> Any:
+        try:
+            self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+            line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            code = self.proc.wait()
+            raise RuntimeError(f"rephrase backend `vllm`: the engine process ({self.python}) exited with code "
+                               f"{code}: {self._last_log_line()} (log: {self.log.name})")
+        res = json.loads(line)
+        if "error" in res:
+            raise RuntimeError(f"rephrase backend `vllm` ({op}): {res['error']}")
+        return res["ok"]
+
+    def _last_log_line(self) -> str:
+        lines = [x for x in Path(self.log.name).read_text(errors="replace").splitlines() if x.strip()]
+        return lines[-1].strip() if lines else "no output"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call("close")
+            except RuntimeError:
+                pass
+            self.proc.wait(timeout=60)
+        os.unlink(self.log.name)
+
+
+class _Remote:
+    """The engine's methods over EngineProcess.call, so that VLLMBackend reads the same either way."""
+
+    def __init__(self, proc: EngineProcess):
+        self.proc = proc
+
+    def __getattr__(self, op: str):
+        return lambda **kw: self.proc.call(op, **kw)
+
+
 class VLLMBackend:
-    def __init__(self, model: str, tensor_parallel_size: int, seed: int):
-        if importlib.util.find_spec("vllm") is None:
-            raise RuntimeError("rephrase backend `vllm` needs the vllm package and a GPU (a cluster's GPU nodes); "
-                               "on a CPU machine use backend: transformers, or backend: openai with a server URL")
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError("rephrase backend `vllm` found no CUDA GPU on this worker: give the step "
-                               "resources.num_gpus >= 1 on a GPU cluster, or use backend: transformers")
-        from vllm import LLM
-
-        self.llm = LLM(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed)
-        self.tok = self.llm.get_tokenizer()
-        self.name = model
+    """vLLM's offline engine (vllm_engine.VLLMEngine): in this process where vLLM is installed (GPU images),
+    else in vLLM's CPU build's own Python behind a pipe. Same prompts, guards and checks as the transformers
+    backend; one generate call per block, batched by vLLM's scheduler."""
 
     prefills = True
 
+    def __init__(self, model: str, tensor_parallel_size: int, seed: int, dtype: str | None = None,
+                 enforce_eager: bool | None = None, max_model_len: int | None = None,
+                 python: str | None = None):
+        path = bundled_model_dir() if model == DEFAULT_MODEL else model
+        if path.endswith(".gguf"):
+            path = convert_gguf(Path(path), cache_dir("models") / Path(path).stem)
+        args = dict(model=path, tensor_parallel_size=tensor_parallel_size, seed=seed, dtype=dtype,
+                    enforce_eager=enforce_eager, max_model_len=max_model_len, want_gpu=_assigned_gpus() > 0)
+        where = vllm_python(python)
+        self.process: EngineProcess | None = None
+        if where is None:
+            from operators.rephrase.vllm_engine import VLLMEngine
+
+            self.engine: Any = VLLMEngine(**args)
+            info = self.engine.info()
+        else:
+            self.process = EngineProcess(where, args)
+            self.engine, info = _Remote(self.process), self.process.info
+        self.name, self.device = info["name"], info["device"]
+
     def chat_prompt(self, user: str, prefill: str = "") -> str:
-        return self.tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                            add_generation_prompt=True) + prefill
+        return self.engine.chat_prompt(user=user, prefill=prefill)
 
     def count(self, texts: list[str]) -> list[int]:
-        return [len(self.tok.encode(t, add_special_tokens=False)) for t in texts]
+        return self.engine.count(texts=list(texts))
 
     def generate(self, prompts: list[str], max_new_tokens: list[int], temperature: float, top_p: float,
                  batch_size: int | None = None, sources: list[str] | None = None,
                  decoding: Decoding | None = None) -> list[Generation]:
-        from vllm import SamplingParams
+        d = decoding or Decoding()
+        outs = self.engine.generate(prompts=prompts, max_new_tokens=list(max_new_tokens), temperature=temperature,
+                                    top_p=top_p, sources=sources,
+                                    decoding={"no_repeat_ngram": d.no_repeat_ngram, "max_copy_ngram": d.max_copy_ngram,
+                                              "repetition_penalty": d.repetition_penalty,
+                                              "stop_after": list(d.stop_after) if d.stop_after else None})
+        return [Generation(o["text"], o["new_tokens"], o["finished"]) for o in outs]
 
-        rp = (decoding or Decoding()).repetition_penalty  # the n-gram guards are for small CPU models
-        params = [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=m, repetition_penalty=rp)
-                  for m in max_new_tokens]
-        outs = self.llm.generate(prompts, params)
-        return [Generation(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason != "length")
-                for o in outs]
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.close()
+            self.process = None
+
+
+def _assigned_gpus() -> float:
+    """GPUs Ray gave this worker (0 outside Ray): a step that asked for one must get a GPU engine."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0))
+    except Exception:  # a driver outside a job, or an older Ray
+        pass
+    return 0.0
 
 
 def make_backend(p: Any) -> Any:
@@ -266,4 +352,5 @@ def make_backend(p: Any) -> Any:
         if not p.base_url:
             raise ValueError("backend openai needs base_url")
         return OpenAIBackend(p.base_url, p.model, p.concurrency, p.timeout_s, p.max_retries, p.api_key_env, p.seed)
-    return VLLMBackend(p.model, p.tensor_parallel_size, p.seed)
+    return VLLMBackend(p.model, p.tensor_parallel_size, p.seed, p.dtype, p.enforce_eager, p.max_model_len,
+                       p.vllm_python)

