@@ -72,11 +72,13 @@ def check_operators(cfg: PipelineConfig, timeout_s: float) -> None:
     for step in cfg.steps:
         res = step.resources
         groups.setdefault((res.num_cpus, res.num_gpus), []).append(step.label)
-    load = ray.remote(_load_steps)
     env_vars = storage.env()
     env = {"env_vars": env_vars} if env_vars else None
-    refs = {load.options(num_cpus=cpus, num_gpus=gpus, runtime_env=env, max_retries=0).remote(cfg, labels):
-            (cpus, gpus, labels) for (cpus, gpus), labels in groups.items()}
+    # resources in ray.remote, not .options(): then a GPU group's worker exits after its task (Ray's max_calls=1
+    # for GPU functions), so the model the check loaded (vLLM reserves most of the GPU's memory) is not still
+    # held when the step's own actors start on that GPU
+    refs = {ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_load_steps).options(runtime_env=env)
+            .remote(cfg, labels): (cpus, gpus, labels) for (cpus, gpus), labels in groups.items()}
     done, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
     for ref in done:
         try:

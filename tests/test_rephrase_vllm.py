@@ -119,7 +119,8 @@ def test_engine_process_ends_with_its_worker():
     """kill -9 of the worker that started an engine process ends that process too (no orphan holding memory)."""
     code = ("import subprocess, sys, time; sys.path.insert(0, %r)\n"
             "from operators.rephrase.backends import _die_with_parent\n"
-            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], preexec_fn=_die_with_parent)\n"
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],\n"
+            "                     preexec_fn=_die_with_parent)\n"
             "print(c.pid, flush=True); time.sleep(600)\n") % str(REPO)
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())

@@ -239,8 +239,9 @@ class EngineProcess:
         self.python = python
         self.log = tempfile.NamedTemporaryFile("w+", prefix="curate-vllm-", suffix=".log", delete=False)
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([python, "-m", "operators.rephrase.vllm_engine"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True, env=env, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen([python, "-m", "operators.rephrase.vllm_engine"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+                                     preexec_fn=_die_with_parent)
         self.info = self.call("init", **args)
 
     def call(self, op: str, **kw: Any) -> Any:

@@ -99,11 +99,11 @@ class RephraseParams(Params):
                               "135M model loops or drifts on chunks that long).")
     max_new_tokens: int | None = Field(None, gt=0, description="Per chunk; default max_new_ratio x the chunk's tokens.")
     max_new_ratio: float = Field(1.5, gt=0, description="Default max_new_tokens per chunk token (qa: 2x this).")
-    no_repeat_ngram: int = Field(6, ge=0, description="transformers: never repeat an n-gram of this many tokens of "
-                                 "the output (stops loops; 0: off).")
-    max_copy_ngram: int = Field(10, ge=0, description="transformers: never copy a run of this many tokens from the "
-                                "input chunk (forces rephrasing; names and numbers are shorter; 0: off).")
-    stop_ratio: float = Field(1.2, ge=0, description="transformers: past this many times the chunk's tokens (qa: "
+    no_repeat_ngram: int = Field(6, ge=0, description="transformers, vllm: never repeat an n-gram of this many "
+                                 "tokens of the output (stops loops; 0: off).")
+    max_copy_ngram: int = Field(10, ge=0, description="transformers, vllm: never copy a run of this many tokens "
+                                "from the input chunk (forces rephrasing; names and numbers are shorter; 0: off).")
+    stop_ratio: float = Field(1.2, ge=0, description="transformers, vllm: past this many times the chunk's tokens (qa: "
                               "2x), the output ends at its next sentence end (0: off).")
     repetition_penalty: float = Field(1.0, gt=0, description="transformers/vllm: CTRL-style penalty on tokens seen "
                                       "(1.0: off).")
