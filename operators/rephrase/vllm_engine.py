@@ -1,7 +1,7 @@
 """vLLM's offline engine for `rephrase`: one class that a GPU worker runs in its own process and a CPU machine
 runs in vLLM's own environment behind a pipe (``python -m operators.rephrase.vllm_engine``, see
-backends.VLLMBackend). The engine
-arguments, sampling, chat template, batching and decoding guards are this code in both places.
+backends.VLLMBackend). The engine arguments, sampling, chat template, batching and decoding guards are this code
+in both places.
 
 * Guards: guard.RowGuard per request through vllm_guard.CurateGuard (vLLM's V1 logits-processor interface). The
   V1 model runner is asked for (``VLLM_USE_V2_MODEL_RUNNER=0`` unless set): V2 has another processor interface,
