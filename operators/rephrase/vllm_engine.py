@@ -91,11 +91,11 @@ class VLLMEngine:
         return [len(self.tok.encode(t, add_special_tokens=False)) for t in texts]
 
     def enders(self) -> list[int]:
-        """Token ids whose text ends a sentence or a line (the same rule as the transformers backend)."""
+        """Sentence-end token ids for the stop (guard.sentence_enders), once per engine."""
         if self._ender_ids is None:
-            tokens = self.tok.convert_ids_to_tokens(list(range(len(self.tok))))
-            ends = [self.tok.convert_tokens_to_string([t]).rstrip(" ") if t else "" for t in tokens]
-            self._ender_ids = [i for i, e in enumerate(ends) if e and e[-1] in ".!?\n"]
+            from operators.rephrase.guard import sentence_enders
+
+            self._ender_ids = sorted(sentence_enders(self.tok))
         return self._ender_ids
 
     def generate(self, prompts: list[str], max_new_tokens: list[int], temperature: float, top_p: float,
