@@ -2,12 +2,15 @@
 default pipeline.yaml (every step: dedup, segment, shard) on the same corpus, with each step's parallelism.
 
 Both sides read the same WARC corpus (bench/make_corpus.py) and do the same calls: warcio records -> the same
-charset decoding -> trafilatura.extract (+ extract_metadata) -> fastText lid.176 -> Gopher/C4 signals -> the
+charset decoding -> the extract step's engine function with pipeline.yaml's settings (operators/extract/engines.py)
+-> fastText lid.176 -> Gopher/C4 signals -> the
 default pipeline's filter rules -> gzip JSONL (the default output.compression, through curate's own compressor,
 ISA-L, on both sides). The bare loop has no Ray, no
 sandbox, no attribute files, no per-document stats: the ratio is the price of the framework. The default pipeline's run shows what users get
 (only `tokens_per_shard` is raised from the sample's 20,000 so a 20M-token corpus makes a few shards). Peak RSS is the sum over the whole process tree
-(driver, Ray's own processes, workers, sandbox children), sampled every 0.5 s.
+(driver, Ray's own processes, workers, sandbox children), sampled every 0.5 s. The default pipeline runs twice: as
+it is (extract `engine: cascade`) and with `engine: trafilatura`, the exact extractor it used before, to show what
+the engine is worth to the whole pipeline.
 
     python bench/e2e.py                # 20,000 pages, 2 workers
     python bench/e2e.py --pages 2000   # quicker look
@@ -36,12 +39,11 @@ from _measure import measure  # noqa: E402
 def _bare_file(args: tuple[str, str]) -> tuple[int, int]:
     """One WARC file, no framework: the same calls curate's operators make."""
     import fasttext
-    import trafilatura
-    from trafilatura.metadata import extract_metadata
     from warcio.archiveiterator import ArchiveIterator
 
     from curate.writer import compress
-    from operators.extract.operator import decode_html
+    from operators.extract.engines import extract_page
+    from operators.extract.operator import ExtractParams, decode_html
     from scorers.langid import bundled_lid_model
     from scorers.quality_signals import signals
 
@@ -49,6 +51,8 @@ def _bare_file(args: tuple[str, str]) -> tuple[int, int]:
     global _MODEL
     if "_MODEL" not in globals():
         _MODEL = fasttext.load_model(bundled_lid_model())
+    step = next(s for s in yaml.safe_load((REPO / "pipeline.yaml").read_text())["steps"] if s["name"] == "extract")
+    params = ExtractParams(**{k: v for k, v in step.items() if k != "name"})
     lines, n_in = [], 0
     with open(path, "rb") as fh:
         for rec in ArchiveIterator(fh):
@@ -59,18 +63,18 @@ def _bare_file(args: tuple[str, str]) -> tuple[int, int]:
             ctype = rec.http_headers.get_header("Content-Type")
             url = rec.rec_headers.get_header("WARC-Target-URI")
             page, _, _ = decode_html(body, ctype)
-            text = trafilatura.extract(page, url=url, output_format="txt", include_comments=False,
-                                       include_tables=True, deduplicate=False)
+            res = extract_page({"html": page, "url": url, "engine": params.engine,
+                                "options": params.trafilatura_options(), "with_metadata": params.with_metadata})
+            text, meta = res["text"], res["meta"]
             if not text:
                 continue
-            meta = extract_metadata(page, default_url=url)
             (label,), (prob,) = _MODEL.predict(" ".join(text[:2000].split()), k=1)
             s = signals(text)
             if prob < 0.5 or s["word_count"] < 50 or s["dup_line_frac"] > 0.3 or s["dup_para_frac"] > 0.3 or \
                     s["symbol_to_word_ratio"] > 0.1 or s["frac_lines_bullet"] > 0.9:
                 continue
             lines.append(json.dumps({"id": rec.rec_headers.get_header("WARC-Record-ID"), "text": text,
-                                     "metadata": {"url": url, "title": meta.title if meta else None,
+                                     "metadata": {"url": url, "title": meta.get("title"),
                                                   "lang": label[9:], **s}}, ensure_ascii=False))
     data = compress(("\n".join(lines) + "\n").encode(), "gzip")  # curate's own gzip (ISA-L), as in the output
     Path(out_dir, Path(path).name + ".jsonl.gz").write_bytes(data)
@@ -132,6 +136,9 @@ def main() -> None:
             s["rules"] = [r for r in s["rules"] if "dedup" not in (r.get("keep") or r.get("drop") or "")]
     (tmp / "subset.yaml").write_text(yaml.safe_dump(sub))
     (tmp / "full.yaml").write_text(yaml.safe_dump(full))
+    before = yaml.safe_load(yaml.safe_dump(full))  # the default pipeline as it was before the cascade engine
+    next(s for s in before["steps"] if s["name"] == "extract")["engine"] = "trafilatura"
+    (tmp / "full_trafilatura.yaml").write_text(yaml.safe_dump(before))
 
     if a.checkpoints_cost:
         checkpoints_cost(tmp, full)
@@ -146,8 +153,8 @@ def main() -> None:
                     str(tmp / "bare")])
     bare_counts = json.loads(bare["stdout"].strip().splitlines()[-1])
     runs = {}
-    for name in ("subset", "full"):
-        if name == "full" and a.subset_only:
+    for name in ("subset", "full", "full_trafilatura"):
+        if name != "subset" and a.subset_only:
             continue
         res = measure([sys.executable, "-m", "curate.cli", "run", str(tmp / f"{name}.yaml"), "-o",
                        str(tmp / name), "-q"], env={"RAY_DEDUP_LOGS": "1"})
@@ -160,7 +167,8 @@ def main() -> None:
     print(f"{'bare multiprocessing loop':<36}{bare['wall_s']:>9.1f}{n / bare['wall_s']:>9.1f}{bare['pss_mb']:>13.0f}"
           f"{bare['tree_mb']:>13.0f}{bare_counts['docs_out']:>10}")
     for name, (res, stats) in runs.items():
-        what = "subset (bare loop's steps)" if name == "subset" else "default pipeline.yaml (all steps)"
+        what = {"subset": "subset (bare loop's steps)", "full": "default pipeline.yaml (all steps)",
+                "full_trafilatura": "default, engine: trafilatura"}[name]
         for label, wall in ((f"curate {what}", res["wall_s"]), ("  after Ray start", stats["elapsed_s"])):
             print(f"{label:<36}{wall:>9.1f}{n / wall:>9.1f}{res['pss_mb']:>13.0f}{res['tree_mb']:>13.0f}"
                   f"{stats['totals']['documents_out']:>10}")
@@ -170,6 +178,9 @@ def main() -> None:
     if "full" in runs:
         res, _ = runs["full"]
         print(f"whole default pipeline / bare loop (wall): {res['wall_s'] / bare['wall_s']:.2f}x  (target <= 1.3x)")
+        old, _ = runs["full_trafilatura"]
+        print(f"whole default pipeline, extract engine cascade vs trafilatura (wall): "
+              f"{old['wall_s'] / res['wall_s']:.2f}x faster  (target >= 1.8x)")
     for name, (res, stats) in runs.items():
         ph = stats.get("phases") or {}
         accounted = sum(ph.values())

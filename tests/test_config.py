@@ -40,8 +40,10 @@ def test_default_pipeline_is_valid():
     assert [n for n, _ in ours] == [n for n, _ in fineweb]
     differ = {n: {k for k in type(a).model_fields if getattr(a, k) != getattr(b, k)}
               for (n, a), (_, b) in zip(ours, fineweb) if a != b}
-    # the installed trafilatura, not FineWeb's pinned 1.11 (URL in, metadata out); scores kept for more languages
-    assert differ == {"extract": {"trafilatura_version", "pass_url", "with_metadata"}, "langid": {"languages"}}
+    # the cascade over the installed trafilatura, not FineWeb's exact pinned 1.11 (URL in, metadata out); scores
+    # kept for more languages
+    assert differ == {"extract": {"engine", "trafilatura_version", "pass_url", "with_metadata"},
+                      "langid": {"languages"}}
 
 
 def test_unknown_operator():

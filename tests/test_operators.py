@@ -33,13 +33,14 @@ def sample_pages(limit: int = 40):
 
 @pytest.fixture(scope="module")
 def extractor():
-    op = Extract(ExtractParams())
+    op = Extract(ExtractParams(engine="trafilatura"))
     op.setup()
     yield op
     op.teardown()
 
 
 def test_extract_equals_direct_trafilatura_on_decoded_page(extractor):
+    """engine: trafilatura is exact: a direct trafilatura.extract call on the same decoded string."""
     pages = sample_pages()
     assert len(pages) >= 30
     t = rows(**{schema.RAW: pa.array([b for _, _, b in pages], pa.large_binary()),
@@ -58,6 +59,77 @@ def test_extract_equals_direct_trafilatura_on_decoded_page(extractor):
         else:
             assert not (direct or "").strip()
     assert compared >= 25
+
+
+def test_cascade_is_trafilatura_fast_or_exact_per_page_and_empty_where_trafilatura_is():
+    """The default engine: each page's text is either trafilatura's own fast=True text (its path "fast") or the
+    exact engine's (path "trafilatura", where the main extractor under-delivered); a page is empty exactly where
+    trafilatura leaves it empty. Also holds its parser and pruning of script/style to trafilatura's text."""
+    from trafilatura.deduplication import LRU_TEST
+
+    from operators.extract.engines import BLOCK_RATIO, MIN_TEXT_CHARS, extract_page
+
+    pages = list(sample_responses(html_only=True))
+    opts = ExtractParams(favor_precision=True, deduplicate=True).trafilatura_options()
+    paths = {"fast": 0, "trafilatura": 0}
+    for url, ctype, body in pages:
+        html = decode_html(body, ctype)[0]
+        got = extract_page({"engine": "cascade", "html": html, "url": url, "options": opts, "with_metadata": True})
+        exact = extract_page({"engine": "trafilatura", "html": html, "url": url, "options": opts})["text"]
+        LRU_TEST.clear()  # deduplicate: within one page (the engines clear it per call too)
+        fast = trafilatura.extract(html, url=url, output_format="txt", fast=True, **opts)
+        paths[got["path"]] += 1
+        if got["path"] == "fast":
+            assert got["text"] == fast and len(fast) >= MIN_TEXT_CHARS
+        else:
+            assert got["text"] == exact
+        assert bool((got["text"] or "").strip()) == bool((exact or "").strip()), url
+        if got["text"]:
+            assert set(got["meta"]) == {"title", "page_date", "author", "sitename"}
+    assert paths["fast"] >= 10 and paths["trafilatura"] >= 1, paths
+    assert BLOCK_RATIO > 1
+
+
+def test_cascade_escalates_when_the_main_extractor_misses_the_article():
+    """A page whose main text sits in many short divs (trafilatura's main extractor finds little) but whose
+    paragraph cluster is long: the cascade runs the exact engine."""
+    from operators.extract.engines import extract_page, main_block_chars
+    from trafilatura.utils import load_html
+
+    paras = "".join(f"<p>{s}</p>" for s in ENGLISH * 3)
+    html = (f"<html><body><div class='widget sidebar'>{paras}</div><article><p>Short note.</p></article>"
+            f"</body></html>")
+    assert main_block_chars(load_html(html)) > 1000
+    got = extract_page({"engine": "cascade", "html": html, "url": None, "options": {}})
+    assert got["path"] == "trafilatura"
+    assert got["text"] == trafilatura.extract(html, output_format="txt")
+
+
+def test_page_metadata_reads_declarations_and_the_url():
+    from lxml import html as lhtml
+
+    from operators.extract.pagemeta import normalize_date, page_metadata
+
+    page = """<html><head><title>How rivers move | River Notes</title>
+      <meta name="author" content="riverfan">
+      <meta property="article:published_time" content="2021-03-04T10:00:00Z">
+      <script type="application/ld+json">{"@graph": [{"@type": "NewsArticle", "author": [{"name": "Ana Li"},
+        {"name": "Bo Chen"}], "publisher": {"name": "River Notes"}}]}</script></head><body><p>x</p></body></html>"""
+    meta = page_metadata(lhtml.fromstring(page), "https://www.example.org/2020/01/02/rivers")
+    # a handle is not an author name; the JSON-LD authors are; the <title>'s site part is dropped
+    assert meta == {"title": "How rivers move", "page_date": "2021-03-04", "author": "Ana Li; Bo Chen",
+                    "sitename": "River Notes"}
+    bare = page_metadata(lhtml.fromstring("<html><body><p>x</p></body></html>"), "https://www.ex.org/2020/1/2/a")
+    assert bare == {"title": None, "page_date": "2020-01-02", "author": None, "sitename": "ex.org"}
+    assert page_metadata(lhtml.fromstring("<html><head><script type='application/ld+json'>{broken"
+                                          "</script></head><body><p>x</p></body></html>"))["title"] is None
+    assert normalize_date("20211399") is None and normalize_date("2019/5/7") == "2019-05-07"
+
+
+def test_pinned_trafilatura_version_needs_the_exact_engine():
+    with pytest.raises(ValueError, match="engine: trafilatura"):
+        ExtractParams(trafilatura_version="1.11.0")
+    assert ExtractParams(engine="trafilatura", trafilatura_version="1.11.0").engine == "trafilatura"
 
 
 def test_extract_passes_text_rows_through_and_frees_payload(extractor):
