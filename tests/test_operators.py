@@ -90,6 +90,22 @@ def test_cascade_is_trafilatura_fast_or_exact_per_page_and_empty_where_trafilatu
     assert BLOCK_RATIO > 1
 
 
+def test_trafilatura_fast_engine_is_trafilaturas_fast_mode():
+    from trafilatura.deduplication import LRU_TEST
+
+    from operators.extract.engines import extract_page
+
+    opts = ExtractParams(favor_precision=True, deduplicate=True).trafilatura_options()
+    for url, ctype, body in list(sample_responses(html_only=True))[:20]:
+        html = decode_html(body, ctype)[0]
+        got = extract_page({"engine": "trafilatura_fast", "html": html, "url": url, "options": opts,
+                            "with_metadata": True})
+        LRU_TEST.clear()
+        assert got["text"] == trafilatura.extract(html, url=url, output_format="txt", fast=True, **opts)
+        assert got["path"] == "trafilatura_fast"
+        assert (set(got["meta"]) == {"title", "page_date", "author", "sitename"}) == bool(got["text"])
+
+
 def test_cascade_escalates_when_the_main_extractor_misses_the_article():
     """A page whose main text sits in many short divs (trafilatura's main extractor finds little) but whose
     paragraph cluster is long: the cascade runs the exact engine."""

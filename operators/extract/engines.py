@@ -120,7 +120,9 @@ def _trafilatura_text(html_or_tree: Any, url: str | None, opts: dict[str, Any], 
 def _trafilatura_meta(html_or_tree: Any, url: str | None, extensive: bool) -> dict[str, Any]:
     from trafilatura.metadata import extract_metadata
 
-    doc = extract_metadata(html_or_tree, default_url=url, extensive=extensive)
+    # the exact engine calls it as before (trafilatura 1.x, pinned by recipes, names the switch differently)
+    doc = (extract_metadata(html_or_tree, default_url=url) if extensive
+           else extract_metadata(html_or_tree, default_url=url, extensive=False))
     if doc is None:  # the same keys on every document (null: unknown)
         return dict.fromkeys(("title", "page_date", "author", "sitename"))
     return {"title": doc.title, "page_date": doc.date, "author": doc.author, "sitename": doc.sitename}
