@@ -119,6 +119,9 @@ def test_cascade_escalates_when_the_main_extractor_misses_the_article():
     got = extract_page({"engine": "cascade", "html": html, "url": None, "options": {}})
     assert got["path"] == "trafilatura"
     assert got["text"] == trafilatura.extract(html, output_format="txt")
+    # an article as text directly in divs, no paragraphs (a real page does this): readability's candidate, seen too
+    divs = "".join(f"<div>{s}<br>{s}</div>" for s in ENGLISH * 3)
+    assert main_block_chars(load_html(f"<html><body><div id='a'>{divs}</div></body></html>")) > 1000
 
 
 def test_page_metadata_reads_declarations_and_the_url():

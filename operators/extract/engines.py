@@ -82,14 +82,16 @@ def _drop_never_text(tree: Any) -> None:
 
 
 def main_block_chars(tree: Any) -> float:
-    """Characters in the page's largest paragraph cluster: each ``p``/``pre``/``td``/``blockquote`` of at least
-    ``MIN_PARAGRAPH_CHARS`` counts fully to its parent and half to its grandparent (readability's candidate
-    scoring, by length only); the best container's total. Reads, never changes, ``tree``."""
+    """Characters in the page's largest paragraph cluster: each paragraph (``p``, ``pre``, ``td``, ``blockquote``,
+    or a ``div`` holding text of its own, as readability treats it) of at least ``MIN_PARAGRAPH_CHARS`` counts
+    fully to its parent and half to its grandparent (readability's candidate scoring, by length only); the best
+    container's total. Reads, never changes, ``tree``."""
     global _PARAGRAPHS
     if _PARAGRAPHS is None:
         from lxml import etree
 
-        _PARAGRAPHS = etree.XPath("//p|//pre|//td|//blockquote")
+        _PARAGRAPHS = etree.XPath("//p|//pre|//td|//blockquote|//div[text()[string-length(normalize-space(.)) >= "
+                                  f"{MIN_PARAGRAPH_CHARS}]]")
     acc: dict[Any, float] = collections.defaultdict(float)
     for p in _PARAGRAPHS(tree):
         n = len(_WS.sub(" ", p.text_content()).strip())
