@@ -136,8 +136,8 @@ def main() -> None:
     steps = []
     for s in sub["steps"]:
         if s["name"] == "filter":
-            s["rules"] = [r for r in s["rules"] if all(
-                name.split("__")[0] in kept for name in re.findall(r"[a-z_]+__[a-z_]+", r.get("keep") or r.get("drop")))]
+            s["rules"] = [r for r in s["rules"] if all(name.split("__")[0] in kept for name in
+                                                       re.findall(r"[a-z_]+__[a-z_]+", r.get("keep") or r.get("drop")))]
             if s["rules"]:
                 steps.append(s)
         elif s["name"] in kept:

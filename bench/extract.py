@@ -3,12 +3,14 @@
 Each engine is the function the step's sandbox child runs (operators/extract/engines.py), called in this process
 on the same decoded pages (the step's own charset decoding) with the default pipeline.yaml's extract options, so
 the numbers are the engines' and not the sandbox's (whose cost is the same for all; bench/e2e.py measures the
-whole pipeline). The engines take turns page by page, so a drift in the machine's speed affects all alike. Per engine: pages/s per core (pages / CPU seconds of this process), token F1 against the exact
-`trafilatura` engine's text (mean over pages; a page both leave empty scores 1), pages with the same text,
-empty outputs, and for `cascade` the share of pages it escalated to the exact engine. On the real pages with a
-gold main text (newspaper4k's test articles), token F1 against the gold too; on trafilatura 1.1.0's real-world
-test pages, how many of its authors' checks pass (a string that must be in the main text, or must not). Metadata: how often each field
-equals the `trafilatura` engine's value, over pages where that engine found one.
+whole pipeline). The engines take turns page by page, so a drift in the machine's speed affects all alike.
+
+Per engine: pages/s per core (pages / CPU seconds of this process), token F1 against the exact `trafilatura`
+engine's text (mean over pages; a page both leave empty scores 1), pages with the same text, empty outputs, and for
+`cascade` the share of pages it escalated to the exact engine. On the real pages with a gold main text
+(newspaper4k's test articles), token F1 against the gold too; on trafilatura 1.1.0's real-world test pages, how
+many of its authors' checks pass (a string that must be in the main text, or must not). Metadata: how often each
+field equals the `trafilatura` engine's value, over pages where that engine found one.
 
 Corpora: the bench corpus (bench/make_corpus.py, the 20,000 pages bench/e2e.py reads: real templates, Wikipedia
 text, comment sections; the first --pages of them) and the real
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
 import json
 import re
 import subprocess

@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 ENGINES = ("cascade", "trafilatura", "trafilatura_fast")
+FIELDS = ("title", "page_date", "author", "sitename")  # the metadata keys a page with text always has
 
 # trafilatura's settings.cfg MIN_EXTRACTED_SIZE: under it, its cascade tries fallbacks and the baseline rescue
 MIN_TEXT_CHARS = 250
@@ -126,7 +127,7 @@ def _trafilatura_meta(html_or_tree: Any, url: str | None, extensive: bool) -> di
     doc = (extract_metadata(html_or_tree, default_url=url) if extensive
            else extract_metadata(html_or_tree, default_url=url, extensive=False))
     if doc is None:  # the same keys on every document (null: unknown)
-        return dict.fromkeys(("title", "page_date", "author", "sitename"))
+        return dict.fromkeys(FIELDS)
     return {"title": doc.title, "page_date": doc.date, "author": doc.author, "sitename": doc.sitename}
 
 
@@ -176,7 +177,7 @@ def extract_page(payload: dict[str, Any]) -> dict[str, Any]:
     values that are empty become None, and a page with text always has the same four keys."""
     res = _RUN[payload.get("engine", "trafilatura")](payload)
     if payload.get("with_metadata") and res["text"]:
-        res["meta"] = {k: res["meta"].get(k) or None for k in ("title", "page_date", "author", "sitename")}
+        res["meta"] = {k: res["meta"].get(k) or None for k in FIELDS}
     else:
         res["meta"] = {}
     return res

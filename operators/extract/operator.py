@@ -20,7 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field, model_validator
@@ -65,8 +65,8 @@ class ExtractParams(Params):
     engine: Literal["cascade", "trafilatura", "trafilatura_fast"] = Field(
         "cascade", description="cascade: trafilatura's main extractor without its fallbacks, the whole trafilatura "
         "only on pages where a cheap check says the main extractor under-delivered, metadata from the page's own "
-        "declarations (over 3x trafilatura's pages per CPU second on the bench corpus, the same text there). trafilatura: exact "
-        "trafilatura.extract + extract_metadata (recipes that must match a published pipeline). trafilatura_fast: "
+        "declarations (over 3x trafilatura's pages per CPU second on the bench corpus, the same text there). "
+        "trafilatura: exact trafilatura.extract + extract_metadata (recipes that must match a published pipeline). trafilatura_fast: "
         "trafilatura's fast=True. Measured: bench/extract.py.")
     timeout_s: float = Field(10.0, gt=0, description="Per-document CPU-time budget of the sandbox child (CPU "
                              "seconds, so the decision does not depend on machine load); killed past it.")

@@ -16,8 +16,6 @@ from typing import Any
 
 from lxml import etree
 
-FIELDS = ("title", "page_date", "author", "sitename")
-
 # <meta> names and properties in the order they are trusted (lower-cased; name= and property= are both read)
 _TITLE = ("og:title", "twitter:title", "dc.title", "title")
 _SITENAME = ("og:site_name", "application-name")
