@@ -154,7 +154,7 @@ def evaluate(name: str, pages: list[dict[str, Any]], params: ExtractParams) -> l
         f1s = [token_f1(r["text"], q["text"]) for r, q in zip(res, ref)]
         same = sum(r["text"] == q["text"] for r, q in zip(res, ref))
         empty = sum(not (r["text"] or "").strip() for r in res)
-        esc = sum(r["path"] == "trafilatura" for r in res) if engine == "cascade" else None
+        esc = sum(r["path"] == "cascade:exact" for r in res) if engine == "cascade" else None
         gold = (sum(token_f1(res[i]["text"], pages[i]["gold"]) for i in gold_idx) / len(gold_idx)) if gold_idx else None
         passed = sum((snip in (res[i]["text"] or "")) == want for i in check_idx for snip, want in pages[i]["checks"])
         meta = {}

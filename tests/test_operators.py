@@ -62,16 +62,16 @@ def test_extract_equals_direct_trafilatura_on_decoded_page(extractor):
 
 
 def test_cascade_is_trafilatura_fast_or_exact_per_page_and_empty_where_trafilatura_is():
-    """The default engine: each page's text is either trafilatura's own fast=True text (its path "fast") or the
+    """The default engine: each page's text is either trafilatura's own fast=True text (path "cascade:fast") or the
     exact engine's (path "trafilatura", where the main extractor under-delivered); a page is empty exactly where
     trafilatura leaves it empty. Also holds its parser and pruning of script/style to trafilatura's text."""
     from trafilatura.deduplication import LRU_TEST
 
-    from operators.extract.engines import BLOCK_RATIO, MIN_TEXT_CHARS, extract_page
+    from operators.extract.engines import BLOCK_RATIO, MIN_TEXT_CHARS, extract_page, main_block_chars
 
     pages = list(sample_responses(html_only=True))
     opts = ExtractParams(favor_precision=True, deduplicate=True).trafilatura_options()
-    paths = {"fast": 0, "trafilatura": 0}
+    paths = {"cascade:fast": 0, "cascade:exact": 0}
     for url, ctype, body in pages:
         html = decode_html(body, ctype)[0]
         got = extract_page({"engine": "cascade", "html": html, "url": url, "options": opts, "with_metadata": True})
@@ -79,15 +79,17 @@ def test_cascade_is_trafilatura_fast_or_exact_per_page_and_empty_where_trafilatu
         LRU_TEST.clear()  # deduplicate: within one page (the engines clear it per call too)
         fast = trafilatura.extract(html, url=url, output_format="txt", fast=True, **opts)
         paths[got["path"]] += 1
-        if got["path"] == "fast":
+        if got["path"] == "cascade:fast":
             assert got["text"] == fast and len(fast) >= MIN_TEXT_CHARS
+            from trafilatura.utils import load_html
+
+            assert main_block_chars(load_html(html)) <= BLOCK_RATIO * len(fast)  # the gate held
         else:
             assert got["text"] == exact
         assert bool((got["text"] or "").strip()) == bool((exact or "").strip()), url
         if got["text"]:
             assert set(got["meta"]) == {"title", "page_date", "author", "sitename"}
-    assert paths["fast"] >= 10 and paths["trafilatura"] >= 1, paths
-    assert BLOCK_RATIO > 1
+    assert paths["cascade:fast"] >= 10 and paths["cascade:exact"] >= 1, paths
 
 
 def test_trafilatura_fast_engine_is_trafilaturas_fast_mode():
@@ -117,11 +119,32 @@ def test_cascade_escalates_when_the_main_extractor_misses_the_article():
             f"</body></html>")
     assert main_block_chars(load_html(html)) > 1000
     got = extract_page({"engine": "cascade", "html": html, "url": None, "options": {}})
-    assert got["path"] == "trafilatura"
+    assert got["path"] == "cascade:exact"
     assert got["text"] == trafilatura.extract(html, output_format="txt")
     # an article as text directly in divs, no paragraphs (a real page does this): readability's candidate, seen too
     divs = "".join(f"<div>{s}<br>{s}</div>" for s in ENGLISH * 3)
     assert main_block_chars(load_html(f"<html><body><div id='a'>{divs}</div></body></html>")) > 1000
+
+
+@pytest.mark.parametrize("precision", [False, True])
+def test_cascade_keeps_what_trafilatura_keeps_from_template_noscript_and_svg(precision):
+    """The cascade removes only scripts and styles before trafilatura runs: text in <template> (which trafilatura
+    unwraps), <noscript> and <svg> reaches it as it would reach trafilatura's own fast mode."""
+    from trafilatura.deduplication import LRU_TEST
+
+    from operators.extract.engines import extract_page
+
+    body = "".join(f"<p>{s}</p>" for s in ENGLISH)
+    html = (f"<html><head><style>p {{color: red}}</style></head><body><article>{body}"
+            f"<template><p>Template text that trafilatura keeps when it unwraps the element.</p></template>"
+            f"<noscript><p>Text for readers without scripts, as long as a sentence.</p></noscript>"
+            f"<svg><text>Chart label</text></svg><script>var x = 'never text';</script></article></body></html>")
+    opts = ExtractParams(favor_precision=precision).trafilatura_options()
+    got = extract_page({"engine": "cascade", "html": html, "url": None, "options": opts})
+    LRU_TEST.clear()
+    assert got["text"] == (trafilatura.extract(html, output_format="txt", fast=True, **opts)
+                           if got["path"] == "cascade:fast" else trafilatura.extract(html, output_format="txt", **opts))
+    assert "never text" not in got["text"]
 
 
 def test_page_metadata_reads_declarations_and_the_url():
@@ -143,6 +166,17 @@ def test_page_metadata_reads_declarations_and_the_url():
     assert page_metadata(lhtml.fromstring("<html><head><script type='application/ld+json'>{broken"
                                           "</script></head><body><p>x</p></body></html>"))["title"] is None
     assert normalize_date("20211399") is None and normalize_date("2019/5/7") == "2019-05-07"
+    # Yoast-style @graph: an @id reference first, the Article after; a modified date only where none is published;
+    # a handle in the first author meta falls through to the next; an SVG's <title> is no page title
+    yoast = """<html><head><meta name="author" content="@ana"><meta name="dc.creator" content="Ana Li">
+      <meta property="article:modified_time" content="2023-05-01"><script type="application/ld+json">
+      {"@graph": [{"@type": "WebPage", "author": {"@id": "#p"}, "datePublished": "soon"},
+                  {"@type": "Article", "datePublished": "2020-01-02", "publisher": {"name": "River Notes"}}]}
+      </script></head><body><svg><title>icon</title></svg><p>x</p></body></html>"""
+    assert page_metadata(lhtml.fromstring(yoast)) == {"title": None, "page_date": "2020-01-02", "author": "Ana Li",
+                                                      "sitename": "River Notes"}
+    modified = "<html><head><meta property='og:updated_time' content='2023-05-01'></head><body><p>x</p></body></html>"
+    assert page_metadata(lhtml.fromstring(modified))["page_date"] == "2023-05-01"
 
 
 def test_pinned_trafilatura_version_needs_the_exact_engine():

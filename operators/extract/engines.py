@@ -6,12 +6,14 @@
   Exact: the text equals a direct call on the same decoded string; recipes pin it (FineWeb).
 - ``trafilatura_fast``: trafilatura's own ``fast=True`` (no fallback extractors), metadata without the extensive
   date search, one parse for both.
-- ``cascade`` (the default): one parse; metadata from the page's declarations (``pagemeta``); trafilatura's
-  main extractor without fallbacks; then the exact ``trafilatura`` engine, only where a cheap check says the main
-  extractor under-delivered: text shorter than trafilatura's own ``MIN_EXTRACTED_SIZE`` (where its fallbacks
+- ``cascade`` (the default): one parse; metadata from the page's declarations (``pagemeta``); trafilatura with
+  ``fast=True`` (its main extractor, baseline rescue and recall retry, without the readability and jusText
+  fallbacks); then the exact ``trafilatura`` engine, only where a cheap check says that under-delivered: text shorter than trafilatura's own ``MIN_EXTRACTED_SIZE`` (where its fallbacks
   and rescue engage) or the page's largest paragraph cluster (``main_block_chars``, readability's candidate in
-  one pass) clearly longer than the text (where readability's output would win). Its empty outputs are exactly
-  trafilatura's: a page is only ever left empty by the exact engine. Why this shape, and what it costs and keeps,
+  one pass) clearly longer than the text (where readability's output would win; its other triggers, a body
+  without paragraph text or dominated by tables, are not checked). Its empty outputs are exactly trafilatura's:
+  a page is only ever left empty by the exact engine. ``path`` (the document's ``metadata.extractor``) is
+  ``cascade:fast`` or ``cascade:exact``. Why this shape, and what it costs and keeps,
   measured: docs/design/extraction-engines.md, ``bench/extract.py``.
 """
 
@@ -34,7 +36,7 @@ MIN_PARAGRAPH_CHARS = 25
 
 _WS = re.compile(r"\s+")
 _PARAGRAPHS = None  # compiled lazily in the child (lxml import)
-_NEVER_TEXT = None  # elements trafilatura deletes before reading any text (script: not JSON-LD, which it reads)
+_NEVER_TEXT = None  # elements whose text trafilatura never outputs (script: not JSON-LD, which it reads)
 _PARSER = None
 
 
@@ -62,13 +64,15 @@ def _parse(html: str) -> Any:
 
 
 def _drop_never_text(tree: Any) -> None:
-    """Remove what trafilatura deletes first thing (scripts, styles, SVG, templates, noscript), keeping tails as
-    its own deletion does: a smaller tree for every one of its XPath passes and its tree copies."""
+    """Remove scripts (not JSON-LD) and styles, whose text every stage of trafilatura deletes or ignores (its
+    cleaning, its baseline and its page-length measure alike), keeping tails as its own deletion does: a smaller
+    tree for every one of its XPath passes and its tree copies. Not ``template`` (trafilatura keeps its text),
+    ``noscript`` or ``svg`` (its balanced mode reads the raw tree, where they still count)."""
     global _NEVER_TEXT
     if _NEVER_TEXT is None:
         from lxml import etree
 
-        _NEVER_TEXT = etree.XPath("//script[not(@type='application/ld+json')]|//style|//svg|//template|//noscript")
+        _NEVER_TEXT = etree.XPath("//script[not(@type='application/ld+json')]|//style")
     for el in _NEVER_TEXT(tree):
         parent = el.getparent()
         if parent is None:
@@ -147,7 +151,7 @@ def run_trafilatura_fast(payload: dict[str, Any]) -> dict[str, Any]:
     if tree is None:
         return {"text": None, "meta": {}, "path": "trafilatura_fast"}
     meta = _trafilatura_meta(tree, url, False) if payload.get("with_metadata") else {}
-    text = _trafilatura_text(tree, url, opts, fast=True)  # prunes the tree: metadata first
+    text = _trafilatura_text(tree, url, opts, fast=True)
     return {"text": text, "meta": meta if text else {}, "path": "trafilatura_fast"}
 
 
@@ -161,12 +165,12 @@ def run_cascade(payload: dict[str, Any]) -> dict[str, Any]:
     meta = page_metadata(tree, url) if payload.get("with_metadata") else {}
     _drop_never_text(tree)
     block = main_block_chars(tree)
-    text = _trafilatura_text(tree, url, opts, fast=True)  # prunes the tree: everything that reads it went first
+    text = _trafilatura_text(tree, url, opts, fast=True)
     n = len(text or "")
     if n < MIN_TEXT_CHARS or block > BLOCK_RATIO * n:
         text = _trafilatura_text(payload["html"], url, opts, fast=False)
-        return {"text": text, "meta": meta if text else {}, "path": "trafilatura"}
-    return {"text": text, "meta": meta, "path": "fast"}
+        return {"text": text, "meta": meta if text else {}, "path": "cascade:exact"}
+    return {"text": text, "meta": meta, "path": "cascade:fast"}
 
 
 _RUN = {"trafilatura": run_trafilatura, "trafilatura_fast": run_trafilatura_fast, "cascade": run_cascade}

@@ -21,10 +21,11 @@ _TITLE = ("og:title", "twitter:title", "dc.title", "title")
 _SITENAME = ("og:site_name", "application-name")
 _AUTHOR = ("author", "article:author", "dc.creator", "citation_author", "parsely-author", "byl", "sailthru.author")
 _DATE = ("article:published_time", "og:published_time", "datepublished", "dc.date.issued", "dc.date",
-         "citation_publication_date", "publication_date", "pubdate", "date", "sailthru.date",
-         "parsely-pub-date", "article:modified_time", "og:updated_time")
+         "citation_publication_date", "publication_date", "pubdate", "date", "sailthru.date", "parsely-pub-date")
+_MODIFIED = ("article:modified_time", "og:updated_time", "datemodified")  # only where no publication date is said
 
-_HEAD = etree.XPath("//meta[@content]|//title|//script[@type='application/ld+json']|//time[@datetime]")
+_HEAD = etree.XPath("//meta[@content]|//title[not(ancestor::svg)]|//script[@type='application/ld+json']"
+                    "|//time[@datetime]")
 _ISO_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _SLASH_DATE = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
 _COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
@@ -60,8 +61,8 @@ def _name(v: Any) -> str | None:
     if isinstance(v, dict):
         n = v.get("name")
         return _clean(n) if isinstance(n, str) else None
-    if isinstance(v, list):
-        names = [n for n in (_name(x) for x in v) if n]
+    if isinstance(v, list):  # one level: a list of lists is no author list
+        names = [n for n in (_name(x) for x in v if not isinstance(x, list)) if n]
         return "; ".join(names) or None
     return None
 
@@ -125,26 +126,26 @@ def page_metadata(tree: etree._Element, url: str | None = None) -> dict[str, str
         elif tag == "time":
             time_tag = time_tag or normalize_date(el.get("datetime"))
         else:
-            for obj in _ld_objects(el.text or ""):
-                if "headline" in obj and "title" not in ld:
-                    ld["title"] = _clean(str(obj["headline"]))
-                if "datePublished" in obj and "page_date" not in ld:
-                    ld["page_date"] = normalize_date(str(obj["datePublished"]))
-                if "author" in obj and "author" not in ld:
-                    ld["author"] = _name(obj["author"])
-                if "publisher" in obj and "sitename" not in ld:
-                    ld["sitename"] = _name(obj["publisher"])
+            for obj in _ld_objects(el.text or ""):  # the first object with a usable value wins, per field
+                found = {"title": _clean(str(obj["headline"])) if "headline" in obj else None,
+                         "page_date": normalize_date(str(obj["datePublished"])) if "datePublished" in obj else None,
+                         "author": _name(obj["author"]) if "author" in obj else None,
+                         "sitename": _name(obj["publisher"]) if "publisher" in obj else None}
+                for k, v in found.items():
+                    if v:
+                        ld.setdefault(k, v)
 
     def first(keys: tuple[str, ...]) -> str | None:
         return next((metas[k] for k in keys if metas.get(k)), None)
 
-    author = first(_AUTHOR)
-    if author and (author.startswith(("http://", "https://")) or " " not in author):
-        author = None  # a profile URL or a handle, not a name (trafilatura's rule too: a name has a space)
+    # a profile URL or a handle is not a name (trafilatura's rule too: a name has a space)
+    author = next((a for a in (metas.get(k) for k in _AUTHOR)
+                   if a and " " in a and not a.startswith(("http://", "https://"))), None)
     date = next((d for d in (normalize_date(metas.get(k)) for k in _DATE) if d), None)
+    modified = next((d for d in (normalize_date(metas.get(k)) for k in _MODIFIED) if d), None)
     return {
         "title": first(_TITLE) or ld.get("title") or _title_from_tag(title_tag),
-        "page_date": date or ld.get("page_date") or time_tag or _url_date(url),
+        "page_date": date or ld.get("page_date") or time_tag or modified or _url_date(url),
         "author": author or ld.get("author"),
         "sitename": first(_SITENAME) or ld.get("sitename") or _host(url),
     }
