@@ -166,6 +166,19 @@ def files_under(url: str, suffix: str) -> list[str]:
     return sorted(r for r in found if r.endswith(suffix) and not posixpath.basename(r).startswith("."))
 
 
+def remove_temporaries(url: str) -> int:
+    """Delete the write-then-rename temporaries (``.tmp-*``, see ``writer.atomic_write``) a killed run left below
+    ``url``: readers skip them, but the output would not be the bytes of an uninterrupted run. Local disks only
+    (an object store publishes whole objects and has none). Returns how many were removed."""
+    fs, root = storage.url_to_fs(url)
+    if not storage.is_local(fs) or not fs.isdir(root):
+        return 0
+    stale = [p for p in fs.find(root) if posixpath.basename(p).startswith(".tmp-")]
+    for p in stale:
+        fs.rm_file(p)
+    return len(stale)
+
+
 def remove(url: str) -> None:
     """Delete a folder (or file) and everything under it, if it exists."""
     fs, path = storage.url_to_fs(url)

@@ -612,6 +612,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None, address: str |
     run = checkpoint.identity(run_config(cfg), files, limit)
     if resume:
         run = checkpoint.check_resume(out, run)
+        checkpoint.remove_temporaries(out)
         previous = _load_stats(out)
         if previous and previous.get("status") == "done":
             return previous  # nothing left to do
