@@ -119,9 +119,7 @@ def _trafilatura_text(html_or_tree: Any, url: str | None, opts: dict[str, Any], 
         from trafilatura.deduplication import LRU_TEST
 
         LRU_TEST.clear()
-    if fast:
-        return trafilatura.extract(html_or_tree, url=url, output_format="txt", fast=True, **opts)
-    return trafilatura.extract(html_or_tree, url=url, output_format="txt", **opts)
+    return trafilatura.extract(html_or_tree, url=url, output_format="txt", fast=fast, **opts)
 
 
 def _trafilatura_meta(html_or_tree: Any, url: str | None, extensive: bool) -> dict[str, Any]:
